@@ -1,0 +1,29 @@
+/* Kernels: the inner loops, on contiguous buffers. kernels/ref/ implements
+ * every one in portable C; per-ISA folders override what they speed up. A
+ * dispatch table is filled at start-up from the CPU's features
+ * (LUCID_ARCH=ref|avx2|avx512 forces a level, LUCID_ARCH_DEBUG=1 logs the
+ * choice). */
+#ifndef LK_KERNELS_H
+#define LK_KERNELS_H
+
+#include <stdint.h>
+
+typedef enum { LK_ARCH_REF = 0, LK_ARCH_AVX2, LK_ARCH_AVX512 } lk_arch;
+
+/* Row-major single-precision GEMM:
+ *   C[m,n] = alpha * op(A)[m,k] @ op(B)[k,n] + beta * C
+ * op(A) = A (lda >= k) or A^T when transa (A stored [k,m], lda >= m); same
+ * for B. Runs on the lucid pool; bit-identical for any thread count. */
+void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
+              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+              int64_t ldc);
+
+/* Which level the dispatcher chose, and its name. */
+lk_arch lk_current_arch(void);
+const char *lk_arch_name(lk_arch a);
+/* Re-selects (tests force each level in turn). Returns the level set, which
+ * is lower than asked if the CPU lacks it. */
+lk_arch lk_set_arch(lk_arch a);
+void lk_init(void);
+
+#endif

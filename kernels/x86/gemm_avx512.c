@@ -1,0 +1,2 @@
+/* placeholder until implemented */
+typedef int lk_placeholder_avx512;

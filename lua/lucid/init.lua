@@ -1,0 +1,10 @@
+--- The lucid module: tensors, files, models, samplers and guidance.
+-- The C half lives in lucid.core; this file assembles the public API.
+local core = require "lucid.core"
+
+local lucid = {}
+for k, v in pairs(core) do lucid[k] = v end
+lucid.core = core
+lucid.version = core.version or "0.1.0"
+
+return lucid

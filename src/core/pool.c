@@ -1,0 +1,162 @@
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define LC_MAX_THREADS 256
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    pthread_t threads[LC_MAX_THREADS];
+    int nthreads; /* including the caller */
+    int shutting_down;
+    /* the current job */
+    uint64_t generation;
+    lc_range_fn fn;
+    void *ctx;
+    int64_t n, grain, nchunks;
+    int64_t next_chunk; /* atomically claimed */
+    int active;         /* workers still inside the current job */
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+          .work_cv = PTHREAD_COND_INITIALIZER,
+          .done_cv = PTHREAD_COND_INITIALIZER,
+          .nthreads = 1};
+
+static _Thread_local int thread_index;
+static _Thread_local int in_task;
+
+static void run_chunks(void)
+{
+    for (;;) {
+        int64_t c = __atomic_fetch_add(&pool.next_chunk, 1, __ATOMIC_RELAXED);
+        if (c >= pool.nchunks)
+            break;
+        if (lc_interrupted())
+            continue; /* drain the remaining chunks without doing them */
+        int64_t b = c * pool.grain, e = b + pool.grain;
+        if (e > pool.n)
+            e = pool.n;
+        pool.fn(pool.ctx, b, e);
+    }
+}
+
+static void *worker(void *arg)
+{
+    thread_index = (int)(intptr_t)arg;
+    in_task = 1;
+    pthread_mutex_lock(&pool.mu);
+    uint64_t seen = pool.generation;
+    for (;;) {
+        while (!pool.shutting_down && pool.generation == seen)
+            pthread_cond_wait(&pool.work_cv, &pool.mu);
+        if (pool.shutting_down)
+            break;
+        seen = pool.generation;
+        pthread_mutex_unlock(&pool.mu);
+        run_chunks();
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.active == 0)
+            pthread_cond_signal(&pool.done_cv);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return NULL;
+}
+
+void lc_pool_shutdown(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.shutting_down = 1;
+    pthread_cond_broadcast(&pool.work_cv);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 1; i < pool.nthreads; i++)
+        pthread_join(pool.threads[i], NULL);
+    pool.shutting_down = 0;
+    pool.nthreads = 1;
+}
+
+int lc_pool_init(int n)
+{
+    if (n <= 0) {
+        const char *env = getenv("LUCID_THREADS");
+        n = env && atoi(env) > 0 ? atoi(env) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    }
+    if (n < 1)
+        n = 1;
+    if (n > LC_MAX_THREADS)
+        n = LC_MAX_THREADS;
+    if (pool.nthreads > 1)
+        lc_pool_shutdown();
+    for (int i = 1; i < n; i++) {
+        if (pthread_create(&pool.threads[i], NULL, worker, (void *)(intptr_t)i) != 0) {
+            pool.nthreads = i;
+            lc_pool_shutdown();
+            return lc_err("thread pool: cannot start thread %d of %d", i + 1, n);
+        }
+        pool.nthreads = i + 1;
+    }
+    pool.nthreads = n;
+    return LC_OK;
+}
+
+int lc_pool_threads(void)
+{
+    return pool.nthreads;
+}
+
+int lc_pool_thread_index(void)
+{
+    return thread_index;
+}
+
+int64_t lc_grain_for(int64_t n, int64_t min_grain)
+{
+    /* 64 chunks whatever the pool size: enough for load balance on small
+     * machines, and independent of the thread count */
+    int64_t g = (n + 63) / 64;
+    if (g < min_grain)
+        g = min_grain;
+    return g < 1 ? 1 : g;
+}
+
+int lc_parallel_for(int64_t n, int64_t grain, lc_range_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return LC_OK;
+    if (grain < 1)
+        grain = 1;
+    int64_t nchunks = (n + grain - 1) / grain;
+    if (pool.nthreads == 1 || nchunks == 1 || in_task) {
+        for (int64_t c = 0; c < nchunks; c++) {
+            if (lc_interrupted())
+                return lc_err("interrupted");
+            int64_t b = c * grain, e = b + grain < n ? b + grain : n;
+            fn(ctx, b, e);
+        }
+        return LC_OK;
+    }
+    pthread_mutex_lock(&pool.mu);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.grain = grain;
+    pool.nchunks = nchunks;
+    pool.next_chunk = 0;
+    pool.active = pool.nthreads - 1;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.work_cv);
+    pthread_mutex_unlock(&pool.mu);
+
+    in_task = 1;
+    run_chunks();
+    in_task = 0;
+
+    pthread_mutex_lock(&pool.mu);
+    while (pool.active > 0)
+        pthread_cond_wait(&pool.done_cv, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    return lc_interrupted() ? lc_err("interrupted") : LC_OK;
+}

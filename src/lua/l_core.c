@@ -1,0 +1,17 @@
+/* luaopen_lucid_core: the C half of the `lucid` module, assembled from the
+ * binding files. The Lua half (lua/lucid/init.lua) builds the public API on
+ * top of it. */
+#include "l_common.h"
+
+int luaopen_lucid_core(lua_State *L)
+{
+    lua_newtable(L);
+    ll_open_tensor(L);
+    ll_open_ops(L);
+    ll_open_nn(L);
+    ll_open_rng(L);
+    ll_open_files(L);
+    ll_open_models(L);
+    ll_open_sys(L);
+    return 1;
+}
