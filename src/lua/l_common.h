@@ -40,6 +40,11 @@ int ll_error(lua_State *L);
 void ll_register(lua_State *L, const luaL_Reg *fns);
 void ll_register_methods(lua_State *L, const luaL_Reg *methods);
 
+/* model weights userdata (src/lua/l_models.c) shared by every model binding */
+#define LL_WEIGHTS_MT "lucid.weights"
+struct lc_weights;
+struct lc_weights *ll_check_weights(lua_State *L, int idx);
+
 /* the binding files' entry points, called by luaopen_lucid_core */
 void ll_open_tensor(lua_State *L);
 void ll_open_ops(lua_State *L);
@@ -48,6 +53,7 @@ void ll_open_rng(lua_State *L);
 void ll_open_files(lua_State *L);
 void ll_open_models(lua_State *L);
 void ll_open_sys(lua_State *L);
+void ll_open_unet(lua_State *L);
 
 int luaopen_lucid_core(lua_State *L);
 

@@ -12,6 +12,7 @@ int luaopen_lucid_core(lua_State *L)
     ll_open_rng(L);
     ll_open_files(L);
     ll_open_models(L);
+    ll_open_unet(L);
     ll_open_sys(L);
     return 1;
 }

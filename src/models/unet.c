@@ -1,0 +1,2 @@
+/* placeholder until implemented */
+typedef int lc_placeholder_unet;
