@@ -1,4 +1,55 @@
+/* Random number generators that reproduce PyTorch bit for bit.
+ *
+ * LC_RNG_CPU is torch.Generator("cpu"): mt19937 seeded with the low 32 bits
+ * of the 64-bit seed, plus the cached second Box-Muller value that torch's
+ * scalar normal path keeps in the generator. lc_randn / lc_rand give the
+ * same bits as torch.randn / torch.rand on that generator, and successive
+ * calls advance the state exactly as torch does.
+ *
+ * LC_RNG_PHILOX is the "NV" generator of A1111's webui (rng_philox.py):
+ * Philox 4x32-10 keyed by the seed, one counter offset per call, so noise
+ * matches what CUDA torch.randn gives for the same seed. */
 #ifndef LC_RNG_H
 #define LC_RNG_H
-/* placeholder until implemented */
+
+#include <stdint.h>
+
+#include "tensor.h"
+
+typedef enum {
+    LC_RNG_CPU = 0,
+    LC_RNG_PHILOX,
+} lc_rng_kind;
+
+typedef struct lc_generator lc_generator;
+
+/* NULL only on out-of-memory or an unknown kind (lc_errmsg() set). */
+lc_generator *lc_generator_new(uint64_t seed, lc_rng_kind kind);
+void lc_generator_free(lc_generator *g);
+lc_generator *lc_generator_clone(const lc_generator *g);
+
+/* torch's manual_seed: restarts the stream and drops the cached normal. */
+void lc_generator_manual_seed(lc_generator *g, uint64_t seed);
+uint64_t lc_generator_seed(const lc_generator *g); /* torch's initial_seed() */
+lc_rng_kind lc_generator_kind(const lc_generator *g);
+const char *lc_rng_kind_name(lc_rng_kind kind);                /* "cpu", "philox" */
+int lc_rng_kind_from_name(const char *name, lc_rng_kind *out); /* LC_ERR if unknown */
+
+/* The whole state as a contiguous u8 tensor (new ref), to save with a
+ * recipe, and back. set_state checks size, magic and kind. */
+lc_tensor *lc_generator_get_state(const lc_generator *g);
+int lc_generator_set_state(lc_generator *g, const lc_tensor *state);
+
+/* Raw draws (CPU kind: mt19937 outputs; random64 = two draws, first high). */
+uint32_t lc_generator_random(lc_generator *g);
+uint64_t lc_generator_random64(lc_generator *g);
+
+/* torch.randn(shape, dtype=..., generator=g): dt is LC_F32 or LC_F64. */
+lc_tensor *lc_randn(lc_generator *g, lc_dtype dt, int ndim, const int64_t *shape);
+/* torch.rand: uniform on [0, 1). */
+lc_tensor *lc_rand(lc_generator *g, lc_dtype dt, int ndim, const int64_t *shape);
+/* Fills a contiguous tensor in place, as tensor.normal_() / uniform_(). */
+int lc_randn_(lc_generator *g, lc_tensor *t);
+int lc_rand_(lc_generator *g, lc_tensor *t);
+
 #endif

@@ -45,6 +45,10 @@ void ll_register_methods(lua_State *L, const luaL_Reg *methods);
 struct lc_weights;
 struct lc_weights *ll_check_weights(lua_State *L, int idx);
 
+/* generator userdata (src/lua/l_rng.c), e.g. for scheduler steps */
+struct lc_generator;
+struct lc_generator *ll_check_generator(lua_State *L, int idx);
+
 /* the binding files' entry points, called by luaopen_lucid_core */
 void ll_open_tensor(lua_State *L);
 void ll_open_ops(lua_State *L);
