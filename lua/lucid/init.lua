@@ -7,4 +7,6 @@ for k, v in pairs(core) do lucid[k] = v end
 lucid.core = core
 lucid.version = core.version or "0.1.0"
 
+-- print(t) / tostring(t) show shape, dtype and statistics
+require("lucid.pretty").install()
 return lucid
