@@ -63,6 +63,39 @@ static int l_decode(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     const char *end = NULL;
+    /* Python's json (diffusers configs, golden files) writes Infinity,
+     * -Infinity and NaN, which cJSON rejects: rewrite them outside strings
+     * as 1e999 (strtod gives inf) and null */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int in_str = 0, changed = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\' && i + 1 < len) {
+                luaL_addchar(&b, c);
+                c = s[++i];
+            } else if (c == '"') {
+                in_str = 0;
+            }
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == 'I' && len - i >= 8 && !memcmp(s + i, "Infinity", 8)) {
+            luaL_addstring(&b, "1e999");
+            i += 7;
+            changed = 1;
+            continue;
+        } else if (c == 'N' && len - i >= 3 && !memcmp(s + i, "NaN", 3)) {
+            luaL_addstring(&b, "null");
+            i += 2;
+            changed = 1;
+            continue;
+        }
+        luaL_addchar(&b, c);
+    }
+    luaL_pushresult(&b);
+    if (changed)
+        s = lua_tolstring(L, -1, &len);
     cJSON *j = cJSON_ParseWithLengthOpts(s, len, &end, 0);
     if (!j) {
         const char *where = cJSON_GetErrorPtr();

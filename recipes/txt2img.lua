@@ -1,0 +1,62 @@
+-- Text to image: encode the prompts (A1111 syntax), start from seeded
+-- noise, run the sampler with classifier-free guidance (the negative prompt
+-- replaces the unconditional branch; --negative-start delays it), decode
+-- with the VAE and save a PNG that records how it was made.
+local R = require "lucid.recipe"
+local guidance = require "lucid.guidance"
+local sampling = require "lucid.sampling"
+
+return {
+  name = "txt2img",
+  description = "generate an image from a text prompt",
+  options = {
+    "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",
+    {"sampler", default = "euler_a"}, "schedule", {"width", default = 512},
+    {"height", default = 512}, "out", "latents_out", "rng", "negative_start",
+    {"clip-skip", type = "int", default = 1, min = 1, help = "use the text encoder's n-th last layer (A1111's clip skip)"},
+    {"preview", type = "int", default = 0, min = 0, help = "write a TAESD preview to OUT.preview.png every N steps (0: off)"},
+    "quiet",
+  },
+  run = function(opts, lucid, recipe)
+    local pipe, model_path = R.load(opts.model)
+    local seed = R.seed(opts.seed)
+    opts.seed = seed -- recorded, so a replay draws the same noise
+    local s = R.scheduler(pipe, opts)
+    local steps = opts.steps
+    local enc = {clip_skip = opts.clip_skip > 1 and opts.clip_skip - 1 or nil}
+    local contexts = {cond = R.context(pipe, opts.prompt, steps, enc)}
+    local rule
+    if opts.negative_start then
+      contexts.empty = R.context(pipe, "", steps, enc)
+      contexts.neg = R.context(pipe, opts.negative, steps, enc)
+      rule = guidance.delayed_negative(opts.cfg, opts.negative_start)
+    else
+      contexts.uncond = R.context(pipe, opts.negative, steps, enc)
+      rule = guidance.cfg(opts.cfg)
+    end
+    local g = lucid.generator(seed, opts.rng)
+    local f = pipe.vae_scale_factor or 8
+    local shape = {1, pipe.unet.config.in_channels or 4, opts.height / f, opts.width / f}
+    s:set_timesteps(steps)
+    local latents = g:randn(shape) * s.init_noise_sigma
+    local bar = R.progress(#s.timesteps, opts.quiet, "txt2img")
+    local x = sampling.run{
+      unet = pipe.unet, scheduler = s, timesteps_set = true, latents = latents,
+      contexts = contexts, guidance = rule, generator = g, pad_context = R.padder(pipe),
+      on_step = function(i, n, t, xi)
+        bar.step(i)
+        if opts.preview > 0 and i % opts.preview == 0 and i < n then
+          lucid.image.save(pipe.taesd:decode(xi), opts.out .. ".preview.png")
+        end
+      end,
+    }
+    bar.done()
+    R.save_latents(x, opts)
+    local img = pipe.vae:decode(x)
+    local info = R.model_info(model_path)
+    info.seed = seed
+    R.save_image(img, opts.out, recipe, opts, info)
+    if not opts.quiet then io.stderr:write("wrote " .. opts.out .. " (seed " .. seed .. ")\n") end
+    return img
+  end,
+}
