@@ -7,6 +7,11 @@ for k, v in pairs(core) do lucid[k] = v end
 lucid.core = core
 lucid.version = core.version or "0.1.0"
 
+local schedulers = require "lucid.schedulers"
+--- lucid.scheduler(name, config_or_pipe, overrides) -> scheduler
+lucid.scheduler = schedulers.new
+lucid.schedulers = schedulers
 -- print(t) / tostring(t) show shape, dtype and statistics
 require("lucid.pretty").install()
+
 return lucid
