@@ -115,7 +115,9 @@ local function traceback(e)
   local tb = debug.traceback(msg, 2)
   -- drop the REPL's own frames
   local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
-  return cut and tb:sub(1, cut - 1) or tb
+  if cut then tb = tb:sub(1, cut - 1) end
+  tb = tb:gsub("\n%s*%[builtin#%d+%]: at 0x%x+", "")
+  return (tb:gsub("\nstack traceback:$", ""))
 end
 
 --- Runs one compiled chunk; prints its results and keeps the first in `_`.
