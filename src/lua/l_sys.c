@@ -61,7 +61,33 @@ static int s_isatty(lua_State *L)
     return 1;
 }
 
-/* file_type(path) -> "file" | "dir" | "other" | nil, message */
+static const char *type_name(mode_t m)
+{
+    return S_ISREG(m) ? "file" : S_ISDIR(m) ? "directory" : "other";
+}
+
+/* stat(path) -> {type = "file"|"directory"|"other", size =, mtime =} |
+ * nil, message */
+static int s_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, type_name(st.st_mode));
+    lua_setfield(L, -2, "type");
+    lua_pushnumber(L, (lua_Number)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, (lua_Number)st.st_mtime);
+    lua_setfield(L, -2, "mtime");
+    return 1;
+}
+
+/* file_type(path) -> "file" | "directory" | "other" | nil, message */
 static int s_file_type(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -71,7 +97,7 @@ static int s_file_type(lua_State *L)
         lua_pushfstring(L, "%s: %s", path, strerror(errno));
         return 2;
     }
-    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : "other");
+    lua_pushstring(L, type_name(st.st_mode));
     return 1;
 }
 
@@ -384,7 +410,7 @@ static int s_editor_gc(lua_State *L)
 
 static const luaL_Reg sys_fns[] = {
     {"interrupt_clear", s_interrupt_clear}, {"interrupted", s_interrupted},
-    {"file_type", s_file_type}, {"listdir", s_listdir}, {"threads", s_threads}, {"set_threads", s_set_threads}, {"isatty", s_isatty},
+    {"file_type", s_file_type}, {"stat", s_stat}, {"listdir", s_listdir}, {"threads", s_threads}, {"set_threads", s_set_threads}, {"isatty", s_isatty},
     {"readline", s_readline}, {"set_completer", s_set_completer},
     {"history_add", s_history_add}, {"history_load", s_history_load},
     {"history_save", s_history_save}, {NULL, NULL}};
