@@ -54,6 +54,7 @@ void ll_open_tensor(lua_State *L);
 void ll_open_ops(lua_State *L);
 void ll_open_nn(lua_State *L);
 void ll_open_rng(lua_State *L);
+void ll_open_tokenizer(lua_State *L);
 void ll_open_files(lua_State *L);
 void ll_open_models(lua_State *L);
 void ll_open_sys(lua_State *L);

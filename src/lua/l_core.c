@@ -10,6 +10,7 @@ int luaopen_lucid_core(lua_State *L)
     ll_open_ops(L);
     ll_open_nn(L);
     ll_open_rng(L);
+    ll_open_tokenizer(L);
     ll_open_files(L);
     ll_open_models(L);
     ll_open_unet(L);
