@@ -220,7 +220,6 @@ static int decode_png(decode_ctx *c)
         return lc_err("%s: corrupt PNG: %s", c->path, c->msg);
     }
     png_set_read_fn(png, c, png_read_mem);
-    png_set_user_limits(png, LC_IMAGE_MAX_SIDE, LC_IMAGE_MAX_SIDE);
     png_read_info(png, info);
     png_uint_32 w, h;
     int depth, ctype, interlace;
