@@ -420,14 +420,16 @@ static void philox4x32(uint32_t ctr[4], uint32_t k0, uint32_t k1)
  * float32 array, then rounded to float. */
 static void philox_randn_f32(lc_generator *g, float *d, int64_t n)
 {
+    /* rng_philox.py's float32 constants; the second is a double product
+     * rounded once to float32 */
     const double inv = (double)2.3283064e-10f;
-    const double inv_2pi = (double)(2.3283064e-10f * 6.2831855f);
+    const double inv_2pi = (double)(float)(2.3283064e-10 * 6.2831855);
     uint32_t k0 = (uint32_t)g->seed, k1 = (uint32_t)(g->seed >> 32);
     for (int64_t i = 0; i < n; i++) {
         uint32_t ctr[4] = {g->offset, 0, (uint32_t)i, 0};
         philox4x32(ctr, k0, k1);
-        double u = ctr[0] * inv + inv / 2;
-        double v = ctr[1] * inv_2pi + inv_2pi / 2;
+        double u = ctr[0] * inv + (double)(float)(inv / 2);
+        double v = ctr[1] * inv_2pi + (double)(float)(inv_2pi / 2);
         double s = sqrt(-2.0 * log(u));
         d[i] = (float)(s * sin(v));
     }

@@ -4,11 +4,16 @@
  * of the 64-bit seed, plus the cached second Box-Muller value that torch's
  * scalar normal path keeps in the generator. lc_randn / lc_rand give the
  * same bits as torch.randn / torch.rand on that generator, and successive
- * calls advance the state exactly as torch does.
+ * calls advance the state exactly as torch does. For f32 tensors of 16 or
+ * more elements torch's result depends on its build: lucid reproduces the
+ * x86 AVX2 kernel (avx_mathfun polynomials), which is what x86 torch runs
+ * and what the golden data holds; torch on other CPUs uses libm there and
+ * differs in the last bits.
  *
- * LC_RNG_PHILOX is the "NV" generator of A1111's webui (rng_philox.py):
- * Philox 4x32-10 keyed by the seed, one counter offset per call, so noise
- * matches what CUDA torch.randn gives for the same seed. */
+ * LC_RNG_PHILOX is the "NV" generator of A1111's webui (rng_philox.py,
+ * which imitates torch.randn on CUDA): Philox 4x32-10 keyed by the seed,
+ * one counter offset per call, Box-Muller in double rounded to float.
+ * Bit-exact with that file's numpy code. */
 #ifndef LC_RNG_H
 #define LC_RNG_H
 

@@ -281,6 +281,37 @@ START_TEST(test_philox_stream)
 }
 END_TEST
 
+/* A1111's modules/rng_philox.py Generator run under numpy 1.24: seed 0
+ * randn((12,)) then randn((4,)), and seed 12345678901 randn((6,)). (Its
+ * docstring shows older values computed with an exact 2*pi constant.) */
+START_TEST(test_philox_a1111)
+{
+    static const float first[12] = {
+        -0x1.d96d5ap-1, -0x1.b38d5ep-2, -0x1.52698ap+1, 0x1.29562ap-3,
+        -0x1.ef11b8p-4, -0x1.28d1cep-1, -0x1.3ee65ep-1, -0x1.5044b8p-2,
+        -0x1.13153p+0,  -0x1.73dc0cp-2, -0x1.abc9f6p+0, 0x1.21fc12p+1,
+    };
+    static const float second[4] = {0x1.7254d8p-3, -0x1.1ac22ep-1, 0x1.d8fe12p-1,
+                                    -0x1.784e08p-1};
+    static const float big_seed[6] = {0x1.4b1028p-1,  -0x1.fcd442p-2, 0x1.9e7bfap+0,
+                                      -0x1.adddacp-4, 0x1.960fd8p-4,  0x1.7cbaap+0};
+    int64_t n12 = 12, n4 = 4, n6 = 6;
+    lc_generator *g = lc_generator_new(0, LC_RNG_PHILOX);
+    lc_tensor *a = lc_randn(g, LC_F32, 1, &n12);
+    lc_tensor *b = lc_randn(g, LC_F32, 1, &n4);
+    assert_same_bits("philox seed 0 call 1", lc_tensor_data(a), first, 12, 0);
+    assert_same_bits("philox seed 0 call 2", lc_tensor_data(b), second, 4, 0);
+    lc_generator *h = lc_generator_new(UINT64_C(12345678901), LC_RNG_PHILOX);
+    lc_tensor *c = lc_randn(h, LC_F32, 1, &n6);
+    assert_same_bits("philox seed 12345678901", lc_tensor_data(c), big_seed, 6, 0);
+    lc_tensor_free(a);
+    lc_tensor_free(b);
+    lc_tensor_free(c);
+    lc_generator_free(g);
+    lc_generator_free(h);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rng");
@@ -291,6 +322,7 @@ int main(void)
     tcase_add_test(tc, test_bad_dtype);
     tcase_add_test(tc, test_rand_range);
     tcase_add_test(tc, test_philox_stream);
+    tcase_add_test(tc, test_philox_a1111);
     suite_add_tcase(s, tc);
     return lt_run(s);
 }
