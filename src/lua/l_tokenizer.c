@@ -5,7 +5,8 @@
  *   tok:tokens(text)           list of token strings ("cat</w>")
  *   tok:decode(ids, skip_special)  list or tensor of ids -> text
  *   tok:id(token) tok:token(id) tok:info()
- * opts.clean = "hf" (transformers, default) or "openai". */
+ * opts.clean = "hf" (transformers, default) or "openai"; opts.max_length
+ * overrides the folder's model_max_length. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ static int l_tokenizer(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);
     lc_clip_clean mode = LC_CLIP_CLEAN_HF;
+    int max_length = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "clean");
         if (!lua_isnil(L, -1)) {
@@ -41,6 +43,10 @@ static int l_tokenizer(lua_State *L)
                 luaL_error(L, "tokenizer: clean must be \"hf\" or \"openai\", not \"%s\"", c);
         }
         lua_pop(L, 1);
+        lua_getfield(L, 2, "max_length");
+        if (!lua_isnil(L, -1))
+            max_length = (int)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
     }
     ll_tokenizer_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->t = NULL;
@@ -50,6 +56,8 @@ static int l_tokenizer(lua_State *L)
     if (!ud->t)
         ll_error(L);
     lc_clip_tokenizer_set_clean(ud->t, mode);
+    if (max_length && lc_clip_tokenizer_set_max_length(ud->t, max_length) != LC_OK)
+        ll_error(L);
     return 1;
 }
 

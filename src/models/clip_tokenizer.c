@@ -401,6 +401,14 @@ void lc_clip_tokenizer_set_clean(lc_clip_tokenizer *t, lc_clip_clean mode)
     t->clean = mode;
 }
 
+int lc_clip_tokenizer_set_max_length(lc_clip_tokenizer *t, int max_length)
+{
+    if (max_length < 2)
+        return lc_err("tokenizer: max length %d leaves no room for BOS and EOS", max_length);
+    t->max_length = max_length;
+    return LC_OK;
+}
+
 lc_clip_info lc_clip_tokenizer_info(const lc_clip_tokenizer *t)
 {
     lc_clip_info i = {t->bos, t->eos, t->pad, t->unk, t->max_length, t->vocab_size, t->n_merges};

@@ -33,6 +33,10 @@ typedef enum {
 lc_clip_tokenizer *lc_clip_tokenizer_load(const char *dir);
 void lc_clip_tokenizer_free(lc_clip_tokenizer *t);
 void lc_clip_tokenizer_set_clean(lc_clip_tokenizer *t, lc_clip_clean mode);
+/* Overrides model_max_length (the padded length), e.g. with the text
+ * encoder's max_position_embeddings: ComfyUI's copy of the SD 1.x
+ * tokenizer says 8192. LC_ERR if below 2. */
+int lc_clip_tokenizer_set_max_length(lc_clip_tokenizer *t, int max_length);
 
 /* BOS, the text's ids, EOS; no truncation or padding. *ids is malloc'd
  * (free() it). Returns LC_OK or LC_ERR. Any bytes are accepted: invalid

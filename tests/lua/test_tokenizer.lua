@@ -57,6 +57,16 @@ T.case("decode, lookup and the OpenAI cleanup mode", function()
   T.eq(#oa, 3); T.eq(oa[2], 261) -- "&</w>"
 end)
 
+T.case("the bundled SD 1.x tokenizer with max_length = 77", function()
+  local src = os.getenv("LUCID_SRCDIR") or "."
+  local tok = lucid.tokenizer(src .. "/data/clip", {max_length = 77})
+  local ids = tok:encode("a photo of a cat")
+  T.eq(ids:shape()[2], 77)
+  for i = 1, #CAT do T.eq(ids:get(1, i), CAT[i], "id " .. i) end
+  T.eq(ids:get(1, 77), 49407)
+  T.raises(function() lucid.tokenizer(dir, {max_length = 1}) end, "no room")
+end)
+
 T.case("bad input is reported, not fatal", function()
   local tok = lucid.tokenizer(dir)
   local ids = tok:encode_raw("\255\254 cat \195")
