@@ -8,7 +8,7 @@ local M = {}
 
 local USAGE = [[
 usage: lucid [--threads N] [-e CHUNK]... [-i]
-       lucid run FILE|NAME [--opt value ...]
+       lucid [run] FILE|NAME [--opt value ...]
        lucid txt2img "PROMPT" [--opt value ...]
        lucid replay FILE.png [--opt value ...]
        lucid --version | --help
@@ -17,7 +17,8 @@ Without a command: a REPL when standard input is a terminal, otherwise
 standard input is read and run as one Lua chunk.
 
 commands:
-  run FILE|NAME     run a recipe or script (NAME: a bundled recipe)
+  run FILE|NAME     run a recipe or script (NAME: a bundled recipe);
+                    `run` may be left out
   txt2img PROMPT    shorthand for: lucid run txt2img --prompt PROMPT
   replay FILE.png   re-run the recipe and options recorded in an image
 
@@ -289,11 +290,11 @@ function M.main(argv)
   elseif cmd == "help" then
     io.write(USAGE)
     return 0
-  elseif sys.file_type(cmd) == "file" then
-    -- like `luajit script.lua args`
+  elseif sys.file_type(cmd) == "file" or M.resolve(cmd) then
+    -- a file (as `luajit script.lua args`) or a bundled recipe's name
     return M.run(cmd, slice(list, i + 1))
   end
-  return usage_error("unknown command '" .. cmd .. "'")
+  return usage_error("unknown command '" .. cmd .. "' (not a command, a file or a bundled recipe)")
 end
 
 return M

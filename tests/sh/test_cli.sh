@@ -145,6 +145,8 @@ ln -s "$LUCID_SRCDIR/lua" "$tmp/home/lua"
 LUCID_HOME="$tmp/home" run "a bundled recipe by name" 0 "$LUCID_BIN" run named --steps 4
 has "named recipe ran" "$out" "steps=4"
 has "named recipe provenance uses the name" "$out" "provenance=named --steps 4"
+LUCID_HOME="$tmp/home" run "a bundled recipe's name works without run" 0 "$LUCID_BIN" named --steps 6
+has "named recipe ran without run" "$out" "steps=6"
 LUCID_HOME="$tmp/home" run "a missing name lists the bundled recipes" 2 "$LUCID_BIN" run nope
 has "bundled list" "$err" "bundled: named"
 
