@@ -16,6 +16,9 @@ static struct {
     int shutting_down;
     /* the current job */
     uint64_t generation;
+    /* the generation when the workers were started: a worker that first
+     * runs after a job was posted must still see that job as new */
+    uint64_t spawn_generation;
     lc_range_fn fn;
     void *ctx;
     int64_t n, grain, nchunks;
@@ -49,7 +52,7 @@ static void *worker(void *arg)
     thread_index = (int)(intptr_t)arg;
     in_task = 1;
     pthread_mutex_lock(&pool.mu);
-    uint64_t seen = pool.generation;
+    uint64_t seen = pool.spawn_generation;
     for (;;) {
         while (!pool.shutting_down && pool.generation == seen)
             pthread_cond_wait(&pool.work_cv, &pool.mu);
@@ -90,6 +93,7 @@ int lc_pool_init(int n)
         n = LC_MAX_THREADS;
     if (pool.nthreads > 1)
         lc_pool_shutdown();
+    pool.spawn_generation = pool.generation;
     for (int i = 1; i < n; i++) {
         if (pthread_create(&pool.threads[i], NULL, worker, (void *)(intptr_t)i) != 0) {
             pool.nthreads = i;
