@@ -100,6 +100,7 @@ struct lc_clip_tokenizer {
     int32_t bos, eos, pad, unk;
     char *bos_str, *eos_str;
     int max_length;
+    int cleanup_spaces; /* clean_up_tokenization_spaces, for decode */
     lc_clip_clean clean;
 };
 
@@ -314,6 +315,7 @@ static int load_config(lc_clip_tokenizer *t, const char *dir)
     cJSON *docs[2] = {NULL, NULL};
     static const char *files[2] = {"tokenizer_config.json", "special_tokens_map.json"};
     t->max_length = DEFAULT_MAX_LENGTH;
+    t->cleanup_spaces = 1; /* transformers' default */
     for (int f = 0; f < 2; f++) {
         char *text = read_text(dir, files[f], 0);
         if (!text)
@@ -334,6 +336,9 @@ static int load_config(lc_clip_tokenizer *t, const char *dir)
         /* configs without a real limit say 1e30: keep CLIP's 77 then */
         if (cJSON_IsNumber(ml) && ml->valuedouble >= 2 && ml->valuedouble <= 1e6)
             t->max_length = (int)ml->valuedouble;
+        cJSON *cu = cJSON_GetObjectItemCaseSensitive(docs[f], "clean_up_tokenization_spaces");
+        if (cJSON_IsBool(cu))
+            t->cleanup_spaces = cJSON_IsTrue(cu);
     }
     int rc = LC_OK;
     if (lookup_special(t, dir, "bos", names[0], &t->bos) != LC_OK ||
@@ -720,6 +725,23 @@ lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, int max
     return out;
 }
 
+/* in place; every replacement is shorter than what it replaces */
+static void replace_all(char *s, const char *from, const char *to)
+{
+    size_t lf = strlen(from), lt = strlen(to);
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if (strncmp(r, from, lf) == 0) {
+            memcpy(w, to, lt);
+            w += lt;
+            r += lf;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+}
+
 char *lc_clip_decode(const lc_clip_tokenizer *t, const int32_t *ids, int n, int skip_special)
 {
     size_t cap = 16;
@@ -775,5 +797,14 @@ char *lc_clip_decode(const lc_clip_tokenizer *t, const int32_t *ids, int n, int 
         o--;
     memmove(out, out + start, o - start);
     out[o - start] = 0;
+    if (t->cleanup_spaces) {
+        /* transformers' clean_up_tokenization, replacements in its order */
+        static const char *const rules[][2] = {
+            {" .", "."},    {" ?", "?"},     {" !", "!"},     {" ,", ","},     {" ' ", "'"},
+            {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"},
+        };
+        for (size_t r = 0; r < sizeof rules / sizeof *rules; r++)
+            replace_all(out, rules[r][0], rules[r][1]);
+    }
     return out;
 }

@@ -49,8 +49,10 @@ lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, int max
  * array of *n strings owned by the tokenizer's vocabulary; free() only
  * the array. */
 int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, const char ***tokens, int *n);
-/* Ids back to text ("</w>" becomes a space, ends trimmed). skip_special
- * drops BOS, EOS and pad. Returns a malloc'd string or NULL (bad id). */
+/* Ids back to text as transformers' decode: "</w>" becomes a space, ends
+ * trimmed, then " ," -> "," and the like when the config's
+ * clean_up_tokenization_spaces is true (the default). skip_special drops
+ * BOS, EOS and pad. Returns a malloc'd string or NULL (bad id). */
 char *lc_clip_decode(const lc_clip_tokenizer *t, const int32_t *ids, int n, int skip_special);
 
 /* the vocabulary: token string of an id (NULL if out of range), id of a
