@@ -5,16 +5,18 @@
 #include <string.h>
 
 #include "config.h"
+#include "gemm_blocked.h"
 #include "kernels.h"
 #include "ref/ref.h"
+#if defined(LUCID_X86)
+#include "x86/x86.h"
+#endif
 
-typedef void (*sgemm_fn)(int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
-                         const float *, int64_t, float, float *, int64_t);
-
+/* One entry per kernel; NULL means the portable reference. */
 static struct {
     int ready;
     lk_arch arch;
-    sgemm_fn sgemm;
+    const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
 } table;
 
 static lk_arch cpu_best(void)
@@ -45,7 +47,13 @@ lk_arch lk_set_arch(lk_arch want)
     if (want > best)
         want = best;
     table.arch = want;
-    table.sgemm = lk_sgemm_ref;
+    table.gemm = NULL;
+#if defined(LUCID_X86)
+    if (want == LK_ARCH_AVX512)
+        table.gemm = &lk_gemm_ukr_avx512;
+    else if (want == LK_ARCH_AVX2)
+        table.gemm = &lk_gemm_ukr_avx2;
+#endif
     table.ready = 1;
     return want;
 }
@@ -66,8 +74,8 @@ void lk_init(void)
     }
     lk_arch got = lk_set_arch(want);
     if (getenv("LUCID_ARCH_DEBUG"))
-        fprintf(stderr, "lucid: kernels: %s (cpu supports %s)\n", lk_arch_name(got),
-                lk_arch_name(cpu_best()));
+        fprintf(stderr, "lucid: kernels: %s (cpu supports %s), sgemm: %s\n", lk_arch_name(got),
+                lk_arch_name(cpu_best()), table.gemm ? table.gemm->name : "ref");
 }
 
 lk_arch lk_current_arch(void)
@@ -84,5 +92,15 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
         lk_init();
     if (m <= 0 || n <= 0)
         return;
-    table.sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (table.gemm && lk_gemm_blocked(table.gemm, transa, transb, m, n, k, alpha, a, lda, b, ldb,
+                                      beta, c, ldc) == 0)
+        return;
+    /* no SIMD level, or no memory for the packed operand (C is untouched) */
+    lk_sgemm_ref(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+const char *lk_sgemm_name(void)
+{
+    lk_init();
+    return table.gemm ? table.gemm->name : "ref";
 }

@@ -18,6 +18,9 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
 
+/* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
+const char *lk_sgemm_name(void);
+
 /* Which level the dispatcher chose, and its name. */
 lk_arch lk_current_arch(void);
 const char *lk_arch_name(lk_arch a);

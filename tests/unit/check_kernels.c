@@ -1,16 +1,291 @@
+/* lk_sgemm on every SIMD level the CPU has, against a double-precision
+ * product computed here, with the error bound of fp32 summation; and the
+ * same bits for 1 and 2 threads. */
+#include <float.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "ref/ref.h"
 #include "testutil.h"
 
-START_TEST(test_placeholder_kernels)
+static const lk_arch all_archs[] = {LK_ARCH_REF, LK_ARCH_AVX2, LK_ARCH_AVX512};
+
+/* deterministic values in [-1, 1) */
+static float rnd(uint64_t *s)
 {
-    ck_assert_int_eq(1, 1);
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+}
+
+/* An operand stored rows x cols with leading dimension cols + 3, starting
+ * one float past a 64-byte boundary, padding holding NaN so a read outside
+ * the matrix poisons the result. */
+typedef struct {
+    float *base, *p;
+    int64_t rows, cols, ld;
+} mat;
+
+static mat mat_new(int64_t rows, int64_t cols, uint64_t *seed)
+{
+    mat x = {.rows = rows, .cols = cols, .ld = cols + 3};
+    size_t total = (size_t)(rows * x.ld + 1 + 16);
+    x.base = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    ck_assert_ptr_nonnull(x.base);
+    for (size_t i = 0; i < total; i++)
+        x.base[i] = NAN;
+    x.p = x.base + 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x.p[r * x.ld + c] = rnd(seed);
+    return x;
+}
+
+static mat mat_copy(const mat *x)
+{
+    mat y = *x;
+    size_t total = (size_t)(x->rows * x->ld + 1 + 16);
+    y.base = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    ck_assert_ptr_nonnull(y.base);
+    memcpy(y.base, x->base, total * sizeof(float));
+    y.p = y.base + 1;
+    return y;
+}
+
+typedef struct {
+    int64_t m, n, k;
+} shape;
+
+/* Runs lk_sgemm and checks every element against the double product:
+ * |got - exact| <= gamma * (|alpha| sum|a||b| + |beta c|), gamma the fp32
+ * bound for a length-k sum. Also checks C's padding is untouched. */
+static void check_one(int ta, int tb, shape s, float alpha, float beta, int nan_c, uint64_t seed)
+{
+    mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
+    mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
+    mat c0 = mat_new(s.m, s.n, &seed);
+    if (nan_c)
+        for (int64_t i = 0; i < s.m; i++)
+            for (int64_t j = 0; j < s.n; j++)
+                c0.p[i * c0.ld + j] = NAN;
+    mat c = mat_copy(&c0);
+    lk_sgemm(ta, tb, s.m, s.n, s.k, alpha, a.p, a.ld, b.p, b.ld, beta, c.p, c.ld);
+    double gamma = 2.0 * (double)(s.k + 3) * FLT_EPSILON;
+    for (int64_t i = 0; i < s.m; i++)
+        for (int64_t j = 0; j < s.n; j++) {
+            double sum = 0, mag = 0;
+            for (int64_t p = 0; p < s.k; p++) {
+                double av = ta ? a.p[p * a.ld + i] : a.p[i * a.ld + p];
+                double bv = tb ? b.p[j * b.ld + p] : b.p[p * b.ld + j];
+                sum += av * bv;
+                mag += fabs(av * bv);
+            }
+            double cv = c0.p[i * c0.ld + j];
+            double exact = alpha * sum + (beta == 0.f ? 0.0 : beta * cv);
+            double bound = gamma * (fabs(alpha) * mag + (beta == 0.f ? 0.0 : fabs(beta * cv))) + 1e-30;
+            double got = c.p[i * c.ld + j];
+            ck_assert_msg(fabs(got - exact) <= bound,
+                          "%s ta=%d tb=%d %ldx%ldx%ld alpha=%g beta=%g: C[%ld,%ld] = %.9g, "
+                          "expected %.9g (bound %.3g)",
+                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k, alpha, beta,
+                          (long)i, (long)j, got, exact, bound);
+        }
+    /* padding columns and the tail stay NaN */
+    for (int64_t i = 0; i < s.m; i++)
+        for (int64_t j = s.n; j < c.ld && i * c.ld + j < s.m * c.ld; j++)
+            ck_assert_msg(isnan(c.p[i * c.ld + j]), "%s wrote C padding at [%ld,%ld]",
+                          lk_sgemm_name(), (long)i, (long)j);
+    ck_assert_msg(isnan(c.p[-1]), "%s wrote before C", lk_sgemm_name());
+    free(a.base);
+    free(b.base);
+    free(c0.base);
+    free(c.base);
+}
+
+static const shape odd_shapes[] = {{1, 1, 1},  {17, 33, 65}, {129, 7, 300}, {1, 50, 40},
+                                   {45, 1, 70}, {1, 1, 300},  {15, 17, 1},   {14, 32, 256},
+                                   {28, 16, 3}};
+
+START_TEST(test_sgemm_odd_shapes)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return; /* the CPU lacks this level */
+    const float ab[][2] = {{1.f, 0.f}, {0.5f, 0.f}, {1.f, 1.f}, {-2.f, 0.75f}};
+    uint64_t seed = 42;
+    for (size_t si = 0; si < sizeof odd_shapes / sizeof *odd_shapes; si++)
+        for (int t = 0; t < 4; t++)
+            for (int v = 0; v < 4; v++)
+                check_one(t & 1, t >> 1, odd_shapes[si], ab[v][0], ab[v][1], 0, seed++);
+}
+END_TEST
+
+/* beta == 0 must not read C: NaN there must not reach the result */
+START_TEST(test_sgemm_beta0_ignores_nan)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    const shape sh[] = {{17, 33, 65}, {3, 70, 300}, {1, 1, 1}};
+    for (size_t si = 0; si < 3; si++)
+        for (int t = 0; t < 4; t++)
+            check_one(t & 1, t >> 1, sh[si], 1.5f, 0.f, 1, 7 + si);
+}
+END_TEST
+
+/* several blocks, several kc blocks, several tasks */
+START_TEST(test_sgemm_large)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    check_one(0, 0, (shape){300, 200, 520}, 1.f, 0.f, 0, 1);
+    check_one(0, 1, (shape){77, 769, 130}, 0.25f, 1.f, 0, 2);
+    check_one(1, 0, (shape){200, 45, 600}, -1.f, 0.5f, 0, 3);
+    check_one(1, 1, (shape){350, 70, 90}, 1.f, 0.f, 0, 4);
+}
+END_TEST
+
+/* k == 0: C = beta * C (and no read of C when beta == 0) */
+START_TEST(test_sgemm_k0)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    float c[6] = {1, 2, 3, 4, 5, 6}, a[1] = {0}, b[1] = {0};
+    lk_sgemm(0, 0, 2, 3, 0, 1.f, a, 1, b, 3, 2.f, c, 3);
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq(c[i], 2.f * (float)(i + 1));
+    for (int i = 0; i < 6; i++)
+        c[i] = NAN;
+    lk_sgemm(0, 0, 2, 3, 0, 1.f, a, 1, b, 3, 0.f, c, 3);
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq(c[i], 0.f);
+}
+END_TEST
+
+/* Exact small case: integers, so every path must give the same numbers. */
+START_TEST(test_sgemm_exact)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    /* A = [[1,2,3],[4,5,6]], B = [[7,8],[9,10],[11,12]]: AB = [[58,64],[139,154]] */
+    const float a[] = {1, 2, 3, 4, 5, 6}, b[] = {7, 8, 9, 10, 11, 12};
+    const float at[] = {1, 4, 2, 5, 3, 6}, bt[] = {7, 9, 11, 8, 10, 12};
+    const float want_c[] = {2 * 58 - 1, 2 * 64 - 2, 2 * 139 - 3, 2 * 154 - 4};
+    for (int t = 0; t < 4; t++) {
+        float c[4] = {1, 2, 3, 4};
+        lk_sgemm(t & 1, t >> 1, 2, 2, 3, 2.f, t & 1 ? at : a, t & 1 ? 2 : 3, t >> 1 ? bt : b,
+                 t >> 1 ? 3 : 2, -1.f, c, 2);
+        for (int i = 0; i < 4; i++)
+            ck_assert_msg(c[i] == want_c[i], "%s trans %d: C[%d] = %g, expected %g",
+                          lk_sgemm_name(), t, i, c[i], want_c[i]);
+    }
+}
+END_TEST
+
+/* The SIMD paths agree with the portable reference (same bound). */
+START_TEST(test_sgemm_matches_ref)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    uint64_t seed = 99;
+    int64_t m = 61, n = 83, k = 297;
+    for (int t = 0; t < 4; t++) {
+        int ta = t & 1, tb = t >> 1;
+        mat a = ta ? mat_new(k, m, &seed) : mat_new(m, k, &seed);
+        mat b = tb ? mat_new(n, k, &seed) : mat_new(k, n, &seed);
+        mat c = mat_new(m, n, &seed), r = mat_copy(&c);
+        lk_sgemm(ta, tb, m, n, k, 0.75f, a.p, a.ld, b.p, b.ld, 0.5f, c.p, c.ld);
+        lk_sgemm_ref(ta, tb, m, n, k, 0.75f, a.p, a.ld, b.p, b.ld, 0.5f, r.p, r.ld);
+        double gamma = 2.0 * (double)(k + 3) * FLT_EPSILON;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double mag = 0;
+                for (int64_t p = 0; p < k; p++)
+                    mag += fabs((double)(ta ? a.p[p * a.ld + i] : a.p[i * a.ld + p]) *
+                                (tb ? b.p[j * b.ld + p] : b.p[p * b.ld + j]));
+                /* both within gamma of the exact value */
+                double bound = 2 * gamma * (0.75 * mag + 1.0);
+                double d = fabs((double)c.p[i * c.ld + j] - r.p[i * r.ld + j]);
+                ck_assert_msg(d <= bound, "%s vs ref ta=%d tb=%d: C[%ld,%ld] %.9g vs %.9g",
+                              lk_sgemm_name(), ta, tb, (long)i, (long)j, c.p[i * c.ld + j],
+                              r.p[i * r.ld + j]);
+            }
+        free(a.base), free(b.base), free(c.base), free(r.base);
+    }
+}
+END_TEST
+
+/* The same bits for 1 and 2 threads. */
+START_TEST(test_sgemm_thread_invariant)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    const shape sh[] = {{300, 200, 520}, {77, 768, 300}, {129, 7, 300}, {4, 1000, 600}};
+    uint64_t seed = 5;
+    for (size_t si = 0; si < 4; si++)
+        for (int t = 0; t < 4; t++) {
+            shape s = sh[si];
+            int ta = t & 1, tb = t >> 1;
+            mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
+            mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
+            mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
+            lc_pool_init(1);
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.25f, a.p, a.ld, b.p, b.ld, 0.5f, c1.p, c1.ld);
+            lc_pool_init(2);
+            ck_assert_int_eq(lc_pool_threads(), 2);
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.25f, a.p, a.ld, b.p, b.ld, 0.5f, c2.p, c2.ld);
+            ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
+                          "%s: 1 and 2 threads differ, ta=%d tb=%d %ldx%ldx%ld", lk_sgemm_name(),
+                          ta, tb, (long)s.m, (long)s.n, (long)s.k);
+            free(a.base), free(b.base), free(c1.base), free(c2.base);
+        }
+}
+END_TEST
+
+START_TEST(test_arch_select)
+{
+    ck_assert_int_eq(lk_set_arch(LK_ARCH_REF), LK_ARCH_REF);
+    ck_assert_str_eq(lk_sgemm_name(), "ref");
+    ck_assert_int_eq(lk_current_arch(), LK_ARCH_REF);
+    lk_arch got = lk_set_arch(LK_ARCH_AVX512);
+    ck_assert_int_le(got, LK_ARCH_AVX512);
+    ck_assert_int_eq(lk_current_arch(), got);
+    ck_assert_str_eq(lk_arch_name(got), got == LK_ARCH_AVX512 ? "avx512"
+                                         : got == LK_ARCH_AVX2 ? "avx2"
+                                                               : "ref");
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("kernels");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, test_placeholder_kernels);
+    TCase *tc = tcase_create("sgemm");
+    tcase_set_timeout(tc, 120);
+    int na = (int)(sizeof all_archs / sizeof *all_archs);
+    tcase_add_loop_test(tc, test_sgemm_odd_shapes, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_beta0_ignores_nan, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_large, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_k0, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_exact, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_matches_ref, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_thread_invariant, 0, na);
+    tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
-    return lt_run(s);
+    /* Not lt_run: its pool is started before Check forks each test, and a
+     * forked child has no worker threads. Each test starts its own pool. */
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

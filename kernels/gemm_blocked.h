@@ -1,0 +1,32 @@
+/* The Goto/BLIS-style GEMM driver shared by every SIMD level: cache
+ * blocking, packing buffers and threading live here, once; each ISA file
+ * supplies only a micro-kernel and its packing routines. */
+#ifndef LK_GEMM_BLOCKED_H
+#define LK_GEMM_BLOCKED_H
+
+#include <stdint.h>
+
+typedef struct lk_gemm_ukr {
+    const char *name;
+    int mr, nr; /* micro-tile */
+    int kc;     /* k block: fixes the summation order, so never tuned per call */
+    int mc, nc; /* largest m and n block per task (mc a multiple of mr, nc of nr) */
+    /* C[0:mr_eff, 0:nr_eff] = alpha * Ap @ Bp + beta * C, Ap an mr x kc panel
+     * (column by column), Bp kc rows of nr. beta == 0 never reads C. */
+    void (*kernel)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                   float alpha, float beta, int mr_eff, int nr_eff);
+    /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff zero */
+    void (*pack_a)(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
+                   int64_t kc, float *dst);
+    /* op(B)[0:k, j0:j0+nr_eff] into dst[k][nr], columns past nr_eff zero */
+    void (*pack_b)(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int nr_eff,
+                   float *dst);
+} lk_gemm_ukr;
+
+/* lk_sgemm's contract, on the pool. Returns 0, or -1 if a packing buffer
+ * could not be allocated (C untouched; the caller falls back). */
+int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
+                    int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                    int64_t ldb, float beta, float *c, int64_t ldc);
+
+#endif

@@ -1,0 +1,11 @@
+/* The x86 micro-kernels, each built with its own ISA flags (Makefile.am)
+ * and only called after the dispatcher has checked the CPU. */
+#ifndef LK_X86_H
+#define LK_X86_H
+
+#include "../gemm_blocked.h"
+
+extern const lk_gemm_ukr lk_gemm_ukr_avx512;
+extern const lk_gemm_ukr lk_gemm_ukr_avx2;
+
+#endif
