@@ -19,7 +19,14 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
 
 static void on_sigint(int sig)
 {
-    (void)sig;
+    if (lc_interrupted()) {
+        /* a second Ctrl-C before the first was acted on: a loop compiled by
+         * the JIT never runs the hook, so end the process as the default
+         * action would */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     lc_interrupt_request();
     if (global_L)
         lua_sethook(global_L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
