@@ -120,14 +120,17 @@ local function traceback(e)
   return (tb:gsub("\nstack traceback:$", ""))
 end
 
+local function pack(...)
+  return {n = select("#", ...), ...}
+end
+
 --- Runs one compiled chunk; prints its results and keeps the first in `_`.
 function M.eval(fn)
   if jit and jit.off then jit.off(fn, true) end
-  local res = {xpcall(fn, traceback)}
-  local ok = table.remove(res, 1)
-  local n = table.maxn(res)
+  local res = pack(xpcall(fn, traceback))
+  local ok = res[1]
   if not ok then
-    local msg = tostring(res[1])
+    local msg = tostring(res[2])
     if msg:find("interrupted", 1, true) then
       io.stderr:write("interrupted\n")
     else
@@ -136,9 +139,9 @@ function M.eval(fn)
     io.stderr:flush()
     return false
   end
-  if n > 0 then
-    rawset(_G, "_", res[1])
-    pretty.print(unpack(res, 1, n))
+  if res.n > 1 then
+    rawset(_G, "_", res[2])
+    pretty.print(unpack(res, 2, res.n))
   end
   return true
 end
