@@ -79,6 +79,13 @@ keys 'tt = lucid.ones{4}'; key Enter
 keys 'tt:num'; key Tab
 keys '()'; key Enter
 check "Tab completes tensor methods" "tt:numel()"
+keys 'tt:sh'; key Tab
+keys '()'; key Enter
+check "Tab completes t:sh to t:shape" "tt:shape()"
+check "and the shape prints as a list" "{4}"
+
+keys '1, nil, 3'; key Enter
+check_re "results print in order, nils included" '^1 +nil +3$'
 
 keys 'error("oops")'; key Enter
 check_re "an error prints its message" '^(stdin:1: )?oops$'
