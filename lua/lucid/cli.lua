@@ -92,8 +92,8 @@ local function exit_code(r)
   return 0
 end
 
---- What made an output: recipe, the options as a command line and as a
--- table, and the version. Recipes store this (as JSON) in their outputs;
+--- What made an output: recipe, its file's SHA-256, the options as a
+-- command line and as a table, and the version. Recipes store this (as JSON) in their outputs;
 -- `lucid replay` reads it back.
 function M.provenance(ctx, opts)
   local options = {}
@@ -101,8 +101,14 @@ function M.provenance(ctx, opts)
     local v = opts[s.key]
     if v ~= nil and not (type(v) == "table" and #v == 0) then options[s.key] = v end
   end
+  local hash
+  if ctx.path and core.sha256_file then
+    local ok, h = pcall(core.sha256_file, ctx.path)
+    if ok then hash = h end
+  end
   return {
     recipe = ctx.name,
+    recipe_sha256 = hash,
     args = args.to_argv(ctx.specs, opts),
     options = options,
     version = core.version,
@@ -169,6 +175,14 @@ function M.replay(file, extra)
   if rec.version and rec.version ~= core.version then
     eprint(string.format("lucid: replay: %s was made by lucid %s, this is %s; results may differ",
       file, tostring(rec.version), core.version))
+  end
+  local path = M.resolve(rec.recipe)
+  if path and type(rec.recipe_sha256) == "string" and core.sha256_file then
+    local ok2, h = pcall(core.sha256_file, path)
+    if ok2 and h ~= rec.recipe_sha256 then
+      eprint(string.format("lucid: replay: recipe %s has changed since %s was made; results may differ",
+        rec.recipe, file))
+    end
   end
   local argv = {}
   for _, a in ipairs(type(rec.args) == "table" and rec.args or {}) do argv[#argv + 1] = tostring(a) end

@@ -98,8 +98,11 @@ function M.tensor(t)
   return s
 end
 
+-- by metatable: core.is_tensor says false for a freed tensor, which must
+-- still print as one (and not recurse through __tostring)
+local tensor_mt = core.tensor_metatable and core.tensor_metatable()
 local function is_tensor(v)
-  return type(v) == "userdata" and core.is_tensor and core.is_tensor(v)
+  return type(v) == "userdata" and tensor_mt ~= nil and getmetatable(v) == tensor_mt
 end
 
 local function is_ident(k)

@@ -205,6 +205,10 @@ EOF
       end end end
       print(n)")
     [ "$same" = "12" ] && ok "replay reproduces the pixels" || not_ok "replay pixels differ" "$same"
+    lacks "an unchanged recipe gives no warning" "$err" "has changed"
+    echo "-- edited" >>"$tmp/home2/recipes/mk.lua"
+    LUCID_HOME="$tmp/home2" run "replay after the recipe changed" 0 "$LUCID_BIN" replay "$tmp/a.png" --out "$tmp/c.png"
+    has "a changed recipe is reported" "$err" "recipe mk has changed since"
 else
     echo "# lucid.image.read_text not available yet: replay tests skipped"
 fi
