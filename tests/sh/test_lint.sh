@@ -1,6 +1,6 @@
 #!/bin/sh
-# Lint: the man pages (mandoc -Tlint, when mandoc is installed) and the Lua
-# sources (no global variables set, no unknown globals read — typos of
+# Lint: the man pages (mandoc -Tlint, when mandoc is installed), the shell
+# scripts, and the Lua sources (no global variables set, no unknown globals read — typos of
 # locals show up as the latter), checked from LuaJIT's bytecode.
 set -u
 : "${LUCID_BIN:?LUCID_BIN must name the built lucid}"
@@ -20,6 +20,18 @@ if command -v mandoc >/dev/null 2>&1; then
 else
     echo "# mandoc is not installed: man page lint skipped"
 fi
+
+# shell scripts: syntax (sh -n), and shellcheck's warnings when it is installed
+for f in "$LUCID_SRCDIR/scripts/bootstrap" "$LUCID_SRCDIR/.ci/run" "$LUCID_SRCDIR"/tests/sh/*.sh; do
+    [ -f "$f" ] || continue
+    rel=${f#"$LUCID_SRCDIR"/}
+    if msg=$(sh -n "$f" 2>&1); then ok "sh -n $rel"; else not_ok "sh -n $rel" "$msg"; fi
+    if command -v shellcheck >/dev/null 2>&1; then
+        # SC3013: -nt is not POSIX but dash, bash and busybox sh all have it
+        if msg=$(shellcheck -S warning -e SC3013 "$f" 2>&1); then ok "shellcheck $rel"; else
+            not_ok "shellcheck $rel" "$msg"; fi
+    fi
+done
 
 files=$(find "$LUCID_SRCDIR/lua" "$LUCID_SRCDIR/recipes" -name '*.lua' 2>/dev/null | sort)
 checker=$(mktemp "${TMPDIR:-/tmp}/lucid-lint.XXXXXX")
