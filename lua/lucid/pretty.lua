@@ -53,7 +53,11 @@ local function values_str(tab, ndim)
 end
 
 local function stat(t, name)
-  local ok, r = pcall(function() return t[name](t):item() end)
+  local ok, r = pcall(function()
+    local v = t[name](t)
+    if type(v) == "number" then return v end
+    return v:item()
+  end)
   if ok and type(r) == "number" then return r end
   return nil
 end

@@ -39,6 +39,17 @@ T.case("large tensors print one line only", function()
   T.truthy(not s:find("\n"), "no values for 256 elements: " .. s)
 end)
 
+local m = lucid.core.tensor_methods()
+if m.min and m.max and m.mean then
+  T.case("large tensors show min, max and mean from the reductions", function()
+    local t = lucid.full({1, 4, 8, 8}, 2)
+    t:narrow(2, 1, 1):fill_(-2) -- a quarter at -2: mean 1
+    T.eq(pretty.format(t), "tensor [1,4,8,8] f32  min -2 max 2 mean 1")
+  end)
+else
+  print("# t:min/max/mean not available yet: statistics of large tensors not tested")
+end
+
 T.case("numbers: integers plain, others with 4 significant digits", function()
   T.eq(pretty.number(3), "3"); T.eq(pretty.number(-0.5), "-0.5")
   T.eq(pretty.number(1 / 3), "0.3333"); T.eq(pretty.number(1e20), "1e+20")
