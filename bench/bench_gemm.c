@@ -6,6 +6,7 @@
  *   bench_gemm [--quick] [--no-ref] [--no-blis]
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@
 #include "config.h"
 #include "core/pool.h"
 #include "kernels.h"
+#if defined(LUCID_X86)
+#include "x86/x86.h"
+#endif
 
 static double now(void)
 {
@@ -106,14 +110,67 @@ static const shape shapes[] = {
     {"1024^3 square", 0, 0, 1024, 1024, 1024},
 };
 
-typedef enum { IMPL_LUCID, IMPL_BLIS } impl_kind;
+typedef enum { IMPL_LUCID, IMPL_BLIS, IMPL_BLIS_UKR } impl_kind;
+
+/* ---- BLIS with our AVX-512 micro-kernel registered in a copy of its
+ * context (the "register a micro-kernel" route of the design). BLIS packs
+ * A as mr x k column panels and B as k x nr row panels, the layout our
+ * kernel reads. ---- */
+#if defined(LUCID_X86)
+static cntx_t blis_ukr_cntx;
+
+static void blis_ukr_wrapper(dim_t m, dim_t n, dim_t k, float *restrict alpha,
+                             float *restrict a, float *restrict b, float *restrict beta,
+                             float *restrict c, inc_t rs_c, inc_t cs_c, auxinfo_t *restrict data,
+                             cntx_t *restrict cntx)
+{
+    (void)data, (void)cntx;
+    const lk_gemm_ukr *u = &lk_gemm_ukr_avx512;
+    if (cs_c == 1) {
+        u->kernel(k, a, b, c, rs_c, *alpha, *beta, (int)m, (int)n);
+        return;
+    }
+    /* C stored by columns: through a row-major tile */
+    float t[32 * 32];
+    for (dim_t i = 0; i < m; i++)
+        for (dim_t j = 0; j < n; j++)
+            t[i * u->nr + j] = c[i * rs_c + j * cs_c];
+    u->kernel(k, a, b, t, u->nr, *alpha, *beta, (int)m, (int)n);
+    for (dim_t i = 0; i < m; i++)
+        for (dim_t j = 0; j < n; j++)
+            c[i * rs_c + j * cs_c] = t[i * u->nr + j];
+}
+
+static int blis_ukr_setup(void)
+{
+    if (!__builtin_cpu_supports("avx512f"))
+        return 0;
+    const lk_gemm_ukr *u = &lk_gemm_ukr_avx512;
+    blis_ukr_cntx = *bli_gks_query_cntx();
+    cntx_t *cx = &blis_ukr_cntx;
+    bli_cntx_set_l3_nat_ukrs(1, BLIS_GEMM_UKR, BLIS_FLOAT, (void_fp)blis_ukr_wrapper, TRUE, cx);
+    const struct {
+        bszid_t id;
+        dim_t v;
+    } sz[] = {{BLIS_MR, u->mr}, {BLIS_NR, u->nr}, {BLIS_KC, u->kc}, {BLIS_MC, u->mc},
+              {BLIS_NC, 4096}};
+    for (size_t i = 0; i < sizeof sz / sizeof *sz; i++) {
+        blksz_t *b = bli_cntx_get_blksz(sz[i].id, cx);
+        bli_blksz_set_def(sz[i].v, BLIS_FLOAT, b);
+        bli_blksz_set_max(sz[i].v, BLIS_FLOAT, b);
+    }
+    /* packed panels as wide as the micro-tile */
+    bli_blksz_set_def(u->mr, BLIS_FLOAT, bli_cntx_get_blksz(BLIS_MR, cx));
+    return 1;
+}
+#endif
 
 typedef struct {
     const float *a, *b;
     float *c;
 } bufs;
 
-static void run_blis(const shape *s, const bufs *x, int threads)
+static void run_blis(const shape *s, const bufs *x, int threads, cntx_t *cntx)
 {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(threads, &rntm);
@@ -121,7 +178,7 @@ static void run_blis(const shape *s, const bufs *x, int threads)
     int64_t lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
     bli_sgemm_ex(s->ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
                  s->tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, s->m, s->n, s->k, &alpha,
-                 (float *)x->a, lda, 1, (float *)x->b, ldb, 1, &beta, x->c, s->n, 1, NULL, &rntm);
+                 (float *)x->a, lda, 1, (float *)x->b, ldb, 1, &beta, x->c, s->n, 1, cntx, &rntm);
 }
 
 static void run_lucid(const shape *s, const bufs *x)
@@ -138,7 +195,11 @@ static double time_gemm(impl_kind kind, const shape *s, const bufs *x, int threa
     for (int rep = 0; rep < 1000 && (rep < 3 || total < min_time); rep++) {
         double t0 = now();
         if (kind == IMPL_BLIS)
-            run_blis(s, x, threads);
+            run_blis(s, x, threads, NULL);
+#if defined(LUCID_X86)
+        else if (kind == IMPL_BLIS_UKR)
+            run_blis(s, x, threads, &blis_ukr_cntx);
+#endif
         else
             run_lucid(s, x);
         double t = now() - t0;
@@ -192,42 +253,64 @@ int main(int argc, char **argv)
 
     lk_init();
     lk_arch best = lk_set_arch(LK_ARCH_AVX512);
-    printf("%-30s %-14s %3s %7s %7s %7s %9s %6s\n", "shape", "impl", "thr", "m", "n", "k",
-           "GFLOP/s", "%peak");
+    /* implementations: each lucid level up to the best, BLIS as shipped,
+     * BLIS with our micro-kernel */
+    struct {
+        impl_kind kind;
+        lk_arch arch;
+        const char *name;
+    } impls[8];
+    int nimpl = 0;
+    for (int a = with_ref ? 0 : 1; a <= (int)best; a++) {
+        lk_set_arch((lk_arch)a);
+        impls[nimpl++] = (__typeof__(impls[0])){IMPL_LUCID, (lk_arch)a, lk_sgemm_name()};
+    }
+    if (with_blis) {
+        impls[nimpl++] = (__typeof__(impls[0])){IMPL_BLIS, best, "blis"};
+#if defined(LUCID_X86)
+        if (blis_ukr_setup())
+            impls[nimpl++] = (__typeof__(impls[0])){IMPL_BLIS_UKR, best, "blis+lucid-ukr"};
+#endif
+    }
+    printf("%-30s %-14s %3s %7s %7s %7s %9s %6s %9s\n", "shape", "impl", "thr", "m", "n", "k",
+           "GFLOP/s", "%peak", "maxrel");
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const shape *s = &shapes[si];
         if (quick && si >= 5)
             break;
         bufs x = {filled(s->m * s->k), filled(s->k * s->n), filled(s->m * s->n)};
-        /* implementations: each lucid level up to the best, then BLIS */
-        for (int impl = 0; impl <= (int)best + 1; impl++) {
-            int is_blis = impl == (int)best + 1;
-            if (is_blis && !with_blis)
-                continue;
-            if (impl == LK_ARCH_REF && !with_ref)
-                continue;
-            if (!is_blis)
-                lk_set_arch((lk_arch)impl);
-            const char *name = is_blis ? "blis" : lk_sgemm_name();
+        /* every result is compared with the best lucid level's */
+        float *want = filled(s->m * s->n);
+        lk_set_arch(best);
+        run_lucid(s, &(bufs){x.a, x.b, want});
+        for (int ii = 0; ii < nimpl; ii++) {
+            lk_set_arch(impls[ii].arch);
             for (int threads = 1; threads <= 2; threads++) {
                 lc_pool_init(threads);
+                int slow = impls[ii].kind == IMPL_LUCID && impls[ii].arch == LK_ARCH_REF;
                 /* the portable path is slow: one short look is enough */
-                double g = time_gemm(is_blis ? IMPL_BLIS : IMPL_LUCID, s, &x, threads,
-                                     impl == LK_ARCH_REF && !is_blis ? 0.05 : min_time);
+                double g = time_gemm(impls[ii].kind, s, &x, threads, slow ? 0.05 : min_time);
                 double ratio = peak[threads] > 0 ? g / peak[threads] : 0;
-                printf("%-30s %-14s %3d %7ld %7ld %7ld %9.1f %5.1f%%\n", s->what, name, threads,
-                       (long)s->m, (long)s->n, (long)s->k, g, 100 * ratio);
+                double maxrel = 0;
+                for (int64_t i = 0; i < s->m * s->n; i++) {
+                    double d = fabs((double)x.c[i] - want[i]) / (fabs(want[i]) + 1e-3);
+                    maxrel = d > maxrel || d != d ? d : maxrel;
+                }
+                printf("%-30s %-14s %3d %7ld %7ld %7ld %9.1f %5.1f%% %9.2g\n", s->what,
+                       impls[ii].name, threads, (long)s->m, (long)s->n, (long)s->k, g,
+                       100 * ratio, maxrel);
                 printf("{\"bench\":\"sgemm\",\"shape\":\"%s\",\"impl\":\"%s\",\"threads\":%d,"
                        "\"m\":%ld,\"n\":%ld,\"k\":%ld,\"transa\":%d,\"transb\":%d,"
-                       "\"gflops\":%.1f,\"peak_ratio\":%.3f}\n",
-                       s->what, name, threads, (long)s->m, (long)s->n, (long)s->k, s->ta, s->tb,
-                       g, ratio);
+                       "\"gflops\":%.1f,\"peak_ratio\":%.3f,\"max_rel_diff\":%.3g}\n",
+                       s->what, impls[ii].name, threads, (long)s->m, (long)s->n, (long)s->k,
+                       s->ta, s->tb, g, ratio, maxrel);
                 fflush(stdout);
             }
         }
         free((void *)x.a);
         free((void *)x.b);
         free(x.c);
+        free(want);
     }
     lk_set_arch(best);
     return 0;
