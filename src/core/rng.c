@@ -396,6 +396,64 @@ static void normal_fill_f64(lc_generator *g, double *d, int64_t n)
     }
 }
 
+/* ---- f16 / bf16: torch's normal_fill<Half> and <BFloat16> ----
+ * Uniforms have 11 (f16) or 8 (bf16) random bits. c10::Half arithmetic
+ * with floats stays in float and rounds on assignment; std::log/cos/sin/
+ * sqrt of a BFloat16 return a BFloat16 (BFloat16-math.h), so bf16 rounds
+ * after each of those as well. No AVX2 kernel exists for these types. */
+
+static float round_half(float x, lc_dtype dt)
+{
+    return dt == LC_BF16 ? lc_bf16_to_f32(lc_f32_to_bf16(x)) : lc_f16_to_f32(lc_f32_to_f16(x));
+}
+
+static float uniform_half(lc_generator *g, lc_dtype dt)
+{
+    int digits = dt == LC_BF16 ? 8 : 11;
+    return (float)(lc_generator_random(g) & ((1u << digits) - 1)) * (1.0f / (float)(1u << digits));
+}
+
+static void normal_fill_16_half(float *d, lc_dtype dt)
+{
+    int bf = dt == LC_BF16;
+    for (int j = 0; j < 8; j++) {
+        float u1 = round_half(1.0f - d[j], dt);
+        float u2 = d[j + 8];
+        float lg = logf(u1);
+        if (bf)
+            lg = round_half(lg, dt);
+        float radius = round_half(sqrtf(-2.0f * lg), dt);
+        float theta = round_half((float)(2.0f * M_PI * (double)u2), dt);
+        float c = cosf(theta), s = sinf(theta);
+        if (bf) {
+            c = round_half(c, dt);
+            s = round_half(s, dt);
+        }
+        d[j] = round_half(radius * c * 1.0f + 0.0f, dt);
+        d[j + 8] = round_half(radius * s * 1.0f + 0.0f, dt);
+    }
+}
+
+/* values (exactly representable in dt) into a float scratch buffer */
+static void normal_fill_half(lc_generator *g, float *d, int64_t n, lc_dtype dt)
+{
+    for (int64_t i = 0; i < n; i++)
+        d[i] = uniform_half(g, dt);
+    for (int64_t i = 0; i < n - 15; i += 16)
+        normal_fill_16_half(d + i, dt);
+    if (n % 16 != 0) {
+        float *t = d + n - 16;
+        for (int i = 0; i < 16; i++)
+            t[i] = uniform_half(g, dt);
+        normal_fill_16_half(t, dt);
+    }
+}
+
+static void store_half(void *data, int64_t i, float v, lc_dtype dt)
+{
+    ((uint16_t *)data)[i] = dt == LC_BF16 ? lc_f32_to_bf16(v) : lc_f32_to_f16(v);
+}
+
 /* ---- Philox 4x32-10 as A1111's rng_philox.py ---- */
 
 static void philox4x32(uint32_t ctr[4], uint32_t k0, uint32_t k1)
@@ -438,14 +496,29 @@ static void philox_randn_f32(lc_generator *g, float *d, int64_t n)
 
 /* ---- public fills ---- */
 
+static int is_random_dtype(lc_dtype dt)
+{
+    return dt == LC_F32 || dt == LC_F64 || dt == LC_F16 || dt == LC_BF16;
+}
+
 static int check_target(lc_tensor *t, const char *what)
 {
     if (!lc_tensor_is_contiguous(t))
         return lc_err("%s: the tensor must be contiguous", what);
-    if (t->dtype != LC_F32 && t->dtype != LC_F64)
-        return lc_err("%s: dtype %s is not supported (f32 or f64; convert with :to())", what,
+    if (!is_random_dtype(t->dtype))
+        return lc_err("%s: dtype %s is not supported (f32, f64, f16 or bf16)", what,
                       lc_dtype_name(t->dtype));
     return LC_OK;
+}
+
+static void store(void *data, int64_t i, double v, lc_dtype dt)
+{
+    if (dt == LC_F32)
+        ((float *)data)[i] = (float)v;
+    else if (dt == LC_F64)
+        ((double *)data)[i] = v;
+    else
+        store_half(data, i, (float)v, dt); /* c10 goes double -> float -> half */
 }
 
 int lc_randn_(lc_generator *g, lc_tensor *t)
@@ -454,26 +527,29 @@ int lc_randn_(lc_generator *g, lc_tensor *t)
         return LC_ERR;
     int64_t n = lc_tensor_numel(t);
     void *data = lc_tensor_data(t);
+    lc_dtype dt = t->dtype;
     if (g->kind == LC_RNG_PHILOX) {
-        if (t->dtype != LC_F32)
+        if (dt != LC_F32)
             return lc_err("randn: the philox generator makes f32 noise only, not %s",
-                          lc_dtype_name(t->dtype));
+                          lc_dtype_name(dt));
         philox_randn_f32(g, data, n);
         return LC_OK;
     }
-    if (n >= 16) {
-        if (t->dtype == LC_F32)
-            normal_fill_f32(g, data, n);
-        else
-            normal_fill_f64(g, data, n);
+    if (n < 16) {
+        for (int64_t i = 0; i < n; i++)
+            store(data, i, normal_scalar(g) * 1.0 + 0.0, dt);
+    } else if (dt == LC_F32) {
+        normal_fill_f32(g, data, n);
+    } else if (dt == LC_F64) {
+        normal_fill_f64(g, data, n);
     } else {
-        for (int64_t i = 0; i < n; i++) {
-            double v = normal_scalar(g) * 1.0 + 0.0;
-            if (t->dtype == LC_F32)
-                ((float *)data)[i] = (float)v;
-            else
-                ((double *)data)[i] = v;
-        }
+        float *tmp = lc_malloc((size_t)n * sizeof *tmp, "randn scratch");
+        if (!tmp)
+            return LC_ERR;
+        normal_fill_half(g, tmp, n, dt);
+        for (int64_t i = 0; i < n; i++)
+            store_half(data, i, tmp[i], dt);
+        free(tmp);
     }
     return LC_OK;
 }
@@ -486,11 +562,14 @@ int lc_rand_(lc_generator *g, lc_tensor *t)
         return lc_err("rand: the philox generator only makes normal noise (use a cpu generator)");
     int64_t n = lc_tensor_numel(t);
     void *data = lc_tensor_data(t);
+    lc_dtype dt = t->dtype;
     for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == LC_F32)
+        if (dt == LC_F32)
             ((float *)data)[i] = uniform_f32(g);
-        else
+        else if (dt == LC_F64)
             ((double *)data)[i] = uniform_f64(g);
+        else
+            store_half(data, i, uniform_half(g, dt), dt);
     }
     return LC_OK;
 }
@@ -498,8 +577,8 @@ int lc_rand_(lc_generator *g, lc_tensor *t)
 static lc_tensor *make(lc_generator *g, lc_dtype dt, int ndim, const int64_t *shape,
                        int (*fill)(lc_generator *, lc_tensor *))
 {
-    if (dt != LC_F32 && dt != LC_F64) {
-        lc_err("random tensors are f32 or f64, not %s", lc_dtype_name(dt));
+    if (!is_random_dtype(dt)) {
+        lc_err("random tensors are f32, f64, f16 or bf16, not %s", lc_dtype_name(dt));
         return NULL;
     }
     lc_tensor *t = lc_tensor_new(dt, ndim, shape);

@@ -49,7 +49,8 @@ int lc_generator_set_state(lc_generator *g, const lc_tensor *state);
 uint32_t lc_generator_random(lc_generator *g);
 uint64_t lc_generator_random64(lc_generator *g);
 
-/* torch.randn(shape, dtype=..., generator=g): dt is LC_F32 or LC_F64. */
+/* torch.randn(shape, dtype=..., generator=g): dt is LC_F32, LC_F64,
+ * LC_F16 or LC_BF16 (each with torch's own arithmetic for that type). */
 lc_tensor *lc_randn(lc_generator *g, lc_dtype dt, int ndim, const int64_t *shape);
 /* torch.rand: uniform on [0, 1). */
 lc_tensor *lc_rand(lc_generator *g, lc_dtype dt, int ndim, const int64_t *shape);

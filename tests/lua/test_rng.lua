@@ -85,6 +85,15 @@ T.case("float64 and rand", function()
   same(u, golden.get("rand/0"), 1, "rand/0")
 end)
 
+T.case("f16 and bf16 follow torch's own arithmetic", function()
+  -- torch.randn(5, generator=manual_seed(0), dtype=float16)[0] is 0x3e2a
+  local h = lucid.randn({5}, 0, "f16")
+  T.eq(h:dtype(), "f16"); T.eq(h:get(1), 1 + 554 / 1024)
+  -- and bfloat16's is 0x3fc5
+  local b = lucid.generator(0):randn({5}, "bf16")
+  T.eq(b:dtype(), "bf16"); T.eq(b:get(1), 1 + 69 / 128)
+end)
+
 T.case("get_state / set_state / clone replay the stream", function()
   local g = lucid.generator(11)
   g:randn(3) -- leaves torch's cached second normal pending
@@ -115,6 +124,7 @@ T.case("bad arguments are reported", function()
   T.raises(function() lucid.randn({2}, "12x") end, "not a decimal integer")
   T.raises(function() lucid.randn({2}, "99999999999999999999999") end, "64 bits")
   T.raises(function() lucid.randn({2}, 1, "i32") end, "i32")
+  T.raises(function() lucid.generator(1, "philox"):randn({2}, "f64") end, "f32 noise only")
   T.raises(function() lucid.generator(1, "quantum") end, "unknown generator kind")
   T.truthy(lucid.is_generator(lucid.generator(1)))
   T.eq(lucid.generator(1, "philox"):kind(), "philox")

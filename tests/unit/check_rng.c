@@ -227,7 +227,8 @@ START_TEST(test_bad_dtype)
     lc_generator *g = lc_generator_new(0, LC_RNG_CPU);
     ck_assert_ptr_null(lc_randn(g, LC_I32, 1, &n));
     ck_assert_ptr_nonnull(strstr(lc_errmsg(), "i32"));
-    ck_assert_ptr_null(lc_rand(g, LC_F16, 1, &n));
+    ck_assert_ptr_null(lc_rand(g, LC_U8, 1, &n));
+    ck_assert_ptr_nonnull(strstr(lc_errmsg(), "u8"));
     lc_generator_free(g);
 }
 END_TEST
@@ -312,6 +313,98 @@ START_TEST(test_philox_a1111)
 }
 END_TEST
 
+static void assert_u16(const char *name, const lc_tensor *t, const uint16_t *want, int n)
+{
+    const uint16_t *got = lc_tensor_data(t);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(got[i] == want[i], "%s: element %d is 0x%04x, torch gives 0x%04x", name, i,
+                      got[i], want[i]);
+}
+
+/* torch 1.13 (Debian's build, as the golden data): torch.randn(n,
+ * generator=manual_seed(seed), dtype=float16 / bfloat16) and torch.rand */
+START_TEST(test_half_types)
+{
+    static const uint16_t f16_5[] = {0x3e2a, 0xb4b2, 0xc05c, 0x388c, 0xbc57};
+    static const uint16_t f16_16[] = {0xbb35, 0x37b3, 0x3ccb, 0x3b3e, 0x3a66, 0xb414,
+                                      0xbf8d, 0xb1de, 0xa689, 0xb919, 0x3d73, 0xbbec,
+                                      0xb91c, 0x3b73, 0xb68f, 0xbdf4};
+    static const uint16_t f16_37[] = {
+        0xbc22, 0xb7bf, 0x4055, 0x3c91, 0x4006, 0x3374, 0xb8ef, 0x25bd, 0x3900, 0x2e29,
+        0x3c19, 0x37a2, 0xb522, 0xbc38, 0x3989, 0x3f59, 0xbdbc, 0x3c14, 0xadc6, 0xb939,
+        0x3d57, 0xbd5f, 0x30f9, 0xb9bc, 0x954b, 0x4189, 0x3af2, 0x3b97, 0xb66c, 0x3b54,
+        0xc081, 0xbc19, 0x360b, 0xbc96, 0x3d0f, 0x39aa, 0xb6be};
+    static const uint16_t f16_rand[] = {0x36c6, 0x2e70, 0x3bef, 0x3abd, 0x37cc, 0x3876, 0x3990,
+                                        0x2890, 0x3808, 0x35c8, 0x3ae7, 0x3bbe, 0x326c, 0x34e0,
+                                        0x353c, 0x3ad0, 0x3a07, 0x2e60, 0x3b8f, 0x3871};
+    static const uint16_t bf16_5[] = {0x3fc5, 0xbe96, 0xc00b, 0x3f12, 0xbf8b};
+    static const uint16_t bf16_16[] = {0x3fbb, 0x3e95, 0x3f76, 0x3fc9, 0x3efd, 0xbfc2,
+                                       0xbe80, 0x3f13, 0x3ea7, 0xbf11, 0x3f0b, 0xbf10,
+                                       0x3f1a, 0x4018, 0x3fd6, 0xbf56};
+    static const uint16_t bf16_37[] = {
+        0xbe4e, 0x3c68, 0xbf95, 0xbf50, 0x3f71, 0xbe58, 0x3fca, 0x3f9a, 0x3f06, 0xc00f,
+        0xbef4, 0xbcca, 0xc04c, 0x3f9c, 0xbf4e, 0xbded, 0xbf97, 0x3ee7, 0x3fa9, 0xbea0,
+        0xc016, 0x3e11, 0x3f55, 0x3e20, 0x3fa2, 0xc00c, 0x3e01, 0x3dc1, 0x3f3d, 0x3fff,
+        0x3efe, 0x3f64, 0x3cfe, 0x3b0b, 0x3f9d, 0xbe5d, 0x3e17};
+    static const uint16_t bf16_rand[] = {0x3ec6, 0x3f4e, 0x3f6f, 0x3f3d, 0x3f66, 0x3eec, 0x3f10,
+                                         0x3e92, 0x3d00, 0x3f64, 0x3f67, 0x3f3e, 0x3f1b, 0x3ee0,
+                                         0x3f1e, 0x3f50, 0x3ce0, 0x3f4c, 0x3f0f, 0x3ee2};
+    static const struct {
+        lc_dtype dt;
+        uint64_t seed;
+        int n, rand;
+        const uint16_t *want;
+    } cases[] = {
+        {LC_F16, 0, 5, 0, f16_5},    {LC_F16, 0, 16, 0, f16_16},    {LC_F16, 1, 37, 0, f16_37},
+        {LC_F16, 5, 20, 1, f16_rand}, {LC_BF16, 0, 5, 0, bf16_5},  {LC_BF16, 0, 16, 0, bf16_16},
+        {LC_BF16, 1, 37, 0, bf16_37}, {LC_BF16, 5, 20, 1, bf16_rand},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        lc_generator *g = lc_generator_new(cases[c].seed, LC_RNG_CPU);
+        int64_t n = cases[c].n;
+        lc_tensor *t = cases[c].rand ? lc_rand(g, cases[c].dt, 1, &n)
+                                     : lc_randn(g, cases[c].dt, 1, &n);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_int_eq(t->dtype, cases[c].dt);
+        char name[64];
+        snprintf(name, sizeof name, "%s %s seed %d n %d", cases[c].rand ? "rand" : "randn",
+                 lc_dtype_name(cases[c].dt), (int)cases[c].seed, cases[c].n);
+        assert_u16(name, t, cases[c].want, cases[c].n);
+        lc_tensor_free(t);
+        lc_generator_free(g);
+    }
+}
+END_TEST
+
+/* torch: seed 9, randn(3), randn(20), randn(1), randn(2, float64) on one
+ * generator: the scalar path's cached second value survives the vector
+ * path in between and is shared across dtypes. */
+START_TEST(test_mixed_sequence)
+{
+    static const uint32_t want_f32[24] = {
+        1027028025, 1072997243, 3194786653, 3212356189, 3205912452, 3222586508,
+        3210796899, 1030889332, 3214272619, 1058791124, 3216875249, 1073269810,
+        1064324977, 1049071025, 3209494696, 1076538465, 3207227172, 3215055882,
+        1040209050, 3209410494, 1070291606, 3217765163, 3206705136, 1051794815};
+    static const double want_f64[2] = {-0x1.8d1ae0ee1c0f5p-1, 0x1.5128fce398425p+0};
+    int64_t n3 = 3, n20 = 20, n1 = 1, n2 = 2;
+    lc_generator *g = lc_generator_new(9, LC_RNG_CPU);
+    lc_tensor *a = lc_randn(g, LC_F32, 1, &n3);
+    lc_tensor *b = lc_randn(g, LC_F32, 1, &n20);
+    lc_tensor *c = lc_randn(g, LC_F32, 1, &n1);
+    lc_tensor *d = lc_randn(g, LC_F64, 1, &n2);
+    assert_same_bits("randn(3)", lc_tensor_data(a), want_f32, 3, 0);
+    assert_same_bits("randn(20)", lc_tensor_data(b), want_f32 + 3, 20, 0);
+    assert_same_bits("randn(1)", lc_tensor_data(c), want_f32 + 23, 1, 0);
+    assert_same_bits("randn(2, f64)", lc_tensor_data(d), want_f64, 2, 1);
+    lc_tensor_free(a);
+    lc_tensor_free(b);
+    lc_tensor_free(c);
+    lc_tensor_free(d);
+    lc_generator_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rng");
@@ -323,6 +416,8 @@ int main(void)
     tcase_add_test(tc, test_rand_range);
     tcase_add_test(tc, test_philox_stream);
     tcase_add_test(tc, test_philox_a1111);
+    tcase_add_test(tc, test_half_types);
+    tcase_add_test(tc, test_mixed_sequence);
     suite_add_tcase(s, tc);
     return lt_run(s);
 }
