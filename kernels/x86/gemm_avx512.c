@@ -120,9 +120,17 @@ static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int
             int pn = (int)(kc - p0 < 16 ? kc - p0 : 16);
             __mmask16 lmask = lanes(pn);
             __m512 v[16];
-            for (int q = 0; q < 16; q++)
-                v[q] = r0 + q < rows ? _mm512_maskz_loadu_ps(lmask, src + (r0 + q) * ld + p0)
-                                     : _mm512_setzero_ps();
+            for (int q = 0; q < 16; q++) {
+                if (r0 + q < rows) {
+                    const float *s = src + (r0 + q) * ld + p0;
+                    /* the rows are far apart (often 4 KB multiples): fetch
+                     * ahead rather than wait on each row's stream */
+                    _mm_prefetch((const char *)(s + 64), _MM_HINT_T0);
+                    v[q] = _mm512_maskz_loadu_ps(lmask, s);
+                } else {
+                    v[q] = _mm512_setzero_ps();
+                }
+            }
             transpose16(v);
             for (int q = 0; q < pn; q++)
                 _mm512_mask_storeu_ps(dst + (p0 + q) * w + r0, smask, v[q]);
