@@ -110,10 +110,11 @@ function M.complete(line)
   return #last, out
 end
 
-local function traceback(e)
-  local msg = type(e) == "string" and e or pretty.format(e)
-  local tb = debug.traceback(msg, 2)
-  -- drop the REPL's own frames
+--- The message and traceback of an error caught by eval, without the
+-- REPL's own frames. (The handler itself is debug.traceback: the host
+-- recognises it and keeps a late Ctrl-C from raising inside it.)
+local function clean_traceback(tb)
+  if type(tb) ~= "string" then return pretty.format(tb) end
   local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
   if cut then tb = tb:sub(1, cut - 1) end
   tb = tb:gsub("\n%s*%[builtin#%d+%]: at 0x%x+", "")
@@ -127,10 +128,10 @@ end
 --- Runs one compiled chunk; prints its results and keeps the first in `_`.
 function M.eval(fn)
   if jit and jit.off then jit.off(fn, true) end
-  local res = pack(xpcall(fn, traceback))
+  local res = pack(xpcall(fn, debug.traceback))
   local ok = res[1]
   if not ok then
-    local msg = tostring(res[2])
+    local msg = clean_traceback(res[2])
     if msg:find("interrupted", 1, true) then
       io.stderr:write("interrupted\n")
     else

@@ -10,10 +10,33 @@
 
 static lua_State *global_L;
 
+#define DEBUG_TRACEBACK_KEY "lucid.host.debug_traceback"
+
+static int traceback(lua_State *L);
+
+/* True when the hook fires on entering an error handler (ours or
+ * debug.traceback): a C op that saw Ctrl-C is already raising
+ * "interrupted", and raising again inside the handler would turn the
+ * message into "error in error handling". */
+static int entering_error_handler(lua_State *L, lua_Debug *ar)
+{
+    if (ar->event != LUA_HOOKCALL || !lua_getinfo(L, "f", ar))
+        return 0;
+    int yes = lua_tocfunction(L, -1) == traceback;
+    if (!yes) {
+        lua_getfield(L, LUA_REGISTRYINDEX, DEBUG_TRACEBACK_KEY);
+        yes = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return yes;
+}
+
 static void interrupt_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     lua_sethook(L, NULL, 0, 0);
+    if (entering_error_handler(L, ar))
+        return;
     luaL_error(L, "interrupted");
 }
 
@@ -87,6 +110,10 @@ int lucid_host_main(const char *home, int argc, char **argv)
         return 1;
     }
     luaL_openlibs(L);
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_setfield(L, LUA_REGISTRYINDEX, DEBUG_TRACEBACK_KEY);
+    lua_pop(L, 1);
 
     /* package.path: home/lua first, so the installed modules win over any
      * LUA_PATH leftovers */
