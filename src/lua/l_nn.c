@@ -17,7 +17,7 @@ static int opt_int(lua_State *L, int t, const char *field, int def)
     lua_getfield(L, t, field);
     int v = def;
     if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1))
+        if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "option '%s' must be a number, got %s", field, luaL_typename(L, -1));
         lua_Number n = lua_tonumber(L, -1);
         if (n != floor(n) || fabs(n) > 1e9)
@@ -35,7 +35,7 @@ static double opt_num(lua_State *L, int t, const char *field, double def)
     lua_getfield(L, t, field);
     double v = def;
     if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1))
+        if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "option '%s' must be a number, got %s", field, luaL_typename(L, -1));
         v = lua_tonumber(L, -1);
     }
@@ -71,12 +71,12 @@ static const char *opt_str(lua_State *L, int t, const char *field, const char *d
 /* the value at the top of the stack, a number or {h, w}, into out[2] */
 static void to_pair(lua_State *L, const char *what, double out[2])
 {
-    if (lua_isnumber(L, -1)) {
+    if (lua_type(L, -1) == LUA_TNUMBER) {
         out[0] = out[1] = lua_tonumber(L, -1);
     } else if (lua_istable(L, -1) && lua_objlen(L, -1) == 2) {
         for (int i = 0; i < 2; i++) {
             lua_rawgeti(L, -1, i + 1);
-            if (!lua_isnumber(L, -1))
+            if (lua_type(L, -1) != LUA_TNUMBER)
                 luaL_error(L, "%s: entry %d of {h, w} is not a number", what, i + 1);
             out[i] = lua_tonumber(L, -1);
             lua_pop(L, 1);
