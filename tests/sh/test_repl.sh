@@ -99,6 +99,20 @@ check "Ctrl-C interrupts a running loop" "interrupted"
 keys 'print("still " .. "alive")'; key Enter
 check "the prompt works after Ctrl-C" "still alive"
 
+# Ctrl-C while C code runs: the op (or the hook when it returns) stops the
+# loop; the message must not turn into "error in error handling"
+keys 'cx = lucid.zeros{1, 16, 128, 128}; cw = lucid.zeros{16, 16, 3, 3}; for i = 1, 100000 do cy = lucid.conv2d(cx, cw, nil, {padding = 1}) end'
+key Enter
+sleep 0.7
+key C-c
+keys 'print("after " .. "conv")'; key Enter
+check "the prompt works after Ctrl-C in C code" "after conv"
+if screen | grep -qF "error in error handling"; then
+    not_ok "Ctrl-C in C code gives a clean message" "$(screen | grep -v '^$' | tail -8)"
+else
+    ok "Ctrl-C in C code gives a clean message"
+fi
+
 keys 'this line is dropped'
 key C-c
 keys 'print("clean " .. "line")'; key Enter
