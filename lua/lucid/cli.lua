@@ -46,6 +46,16 @@ local function usage_error(msg, hint)
   return 2
 end
 
+--- The usage text and the bundled recipes.
+function M.help()
+  io.write(USAGE)
+  local names = M.bundled_recipes()
+  if #names > 0 then
+    io.write("\nbundled recipes (lucid run NAME --help for their options):\n  ",
+      table.concat(names, ", "), "\n")
+  end
+end
+
 function M.version_string()
   return string.format("lucid %s\n%s\nkernels: %s (%s), %d threads",
     core.version, sys.luajit, sys.arch, sys.machine, sys.threads())
@@ -250,7 +260,7 @@ function M.main(argv)
       print(M.version_string())
       return 0
     elseif a == "--help" or a == "-h" then
-      io.write(USAGE)
+      M.help()
       return 0
     elseif a == "--" then
       i = i + 1
@@ -287,7 +297,7 @@ function M.main(argv)
     local target = list[i + 1]
     if target == nil then return usage_error("run: missing the recipe file or name") end
     if target == "--help" or target == "-h" then
-      io.write(USAGE)
+      M.help()
       return 0
     end
     return M.run(target, slice(list, i + 2))
@@ -302,7 +312,7 @@ function M.main(argv)
     end
     return M.run("txt2img", rest)
   elseif cmd == "help" then
-    io.write(USAGE)
+    M.help()
     return 0
   elseif sys.file_type(cmd) == "file" or M.resolve(cmd) then
     -- a file (as `luajit script.lua args`) or a bundled recipe's name

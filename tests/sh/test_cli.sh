@@ -71,6 +71,8 @@ run "--help" 0 "$LUCID_BIN" --help
 for w in "run FILE|NAME" "replay FILE.png" "txt2img" "-e CHUNK" "--threads N" "--version"; do
     has "--help mentions $w" "$out" "$w"
 done
+has "--help lists the bundled recipes" "$out" "bundled recipes"
+has "--help names the demo recipe" "$out" "demo"
 run "--threads sizes the pool" 0 "$LUCID_BIN" --threads 3 -e 'print(lucid.sys.threads())'
 [ "$out" = "3" ] && ok "--threads 3 gives 3 threads" || not_ok "--threads 3" "got: $out"
 run "--threads=N form" 0 "$LUCID_BIN" --threads=1 -e 'print(lucid.sys.threads())'
