@@ -16,11 +16,16 @@
 #define MC 144 /* 24 tiles: 144 KB of A per block */
 #define NC 1024
 
-/* C[0:MR, 0:NR] (row stride ldc) = alpha * Ap @ Bp + beta * C */
+/* C[0:MR, 0:NR] (row stride ldc) = alpha * Ap @ Bp + beta * C; C is not
+ * read when beta == 0 or `scratch` (a constant: the edge path's tile) */
 static inline __attribute__((always_inline)) void
 tile(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-     int64_t ldc, float alpha, float beta)
+     int64_t ldc, float alpha, float beta, int scratch)
 {
+    /* alpha and beta wait in memory: with them in registers the 12
+     * accumulators, 2 B vectors and the broadcast no longer fit in 16 and
+     * GCC spills an accumulator inside the loop (half speed) */
+    volatile float ab[2] = {alpha, beta};
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
@@ -38,12 +43,14 @@ tile(int64_t kc, const float *restrict a, const float *restrict b, float *restri
         a += MR;
         b += NR;
     }
+    alpha = ab[0];
+    beta = ab[1];
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
         float *cp = c + i * ldc;
         for (int v = 0; v < 2; v++) {
-            __m256 r = beta == 0.f
+            __m256 r = scratch || beta == 0.f
                            ? _mm256_mul_ps(va, acc[i][v])
                            : _mm256_fmadd_ps(va, acc[i][v], _mm256_mul_ps(vb, _mm256_loadu_ps(cp + 8 * v)));
             _mm256_storeu_ps(cp + 8 * v, r);
@@ -55,13 +62,13 @@ static void kernel_6x16(int64_t kc, const float *ap, const float *bp, float *c, 
                         float alpha, float beta, int mr_eff, int nr_eff)
 {
     if (mr_eff == MR && nr_eff == NR) {
-        tile(kc, ap, bp, c, ldc, alpha, beta);
+        tile(kc, ap, bp, c, ldc, alpha, beta, 0);
         return;
     }
     /* edge tile: the full tile into scratch, then the same combine in
      * scalar (fmaf rounds like the vector FMA) */
     _Alignas(32) float t[MR * NR];
-    tile(kc, ap, bp, t, NR, 1.f, 0.f);
+    tile(kc, ap, bp, t, NR, 1.f, 0.f, 1);
     for (int i = 0; i < mr_eff; i++)
         for (int j = 0; j < nr_eff; j++) {
             float *cp = c + i * ldc + j;
