@@ -35,7 +35,7 @@ for f in $(cd "$LUCID_SRCDIR" && find lua recipes data -type f ! -name '.*'); do
     [ -f "$home/$f" ] || missing="$missing $f"
 done
 [ -z "$missing" ] && ok "lua/, recipes/ and data/ are installed as trees" || not_ok "not installed:$missing"
-for page in man1/lucid.1 man3/lucid-lua.3; do
+for page in man1/lucid.1 man3/lucid-lua.3 man7/lucid-recipes.7; do
     [ -n "$(find "$stage" -path "*/man/$page")" ] && ok "man page $page" || not_ok "man page $page missing"
 done
 
