@@ -192,8 +192,11 @@ lc_tensor *lc_audio_load(const char *path, int target_rate, int mono, int *rate_
         return NULL;
     int ch = si.channels;
     int64_t frames = si.frames;
+    /* The frame count of a compressed file is only a header's claim, so
+     * the tensor grows as samples actually arrive instead of trusting it */
     float *buf = malloc((size_t)CHUNK_FRAMES * (size_t)ch * sizeof *buf);
-    int64_t shape[2] = {ch, frames};
+    int64_t cap = frames < ((int64_t)1 << 20) ? frames : ((int64_t)1 << 20);
+    int64_t shape[2] = {ch, cap};
     lc_tensor *t = buf ? lc_tensor_new(LC_F32, 2, shape) : NULL;
     if (!t) {
         if (!buf)
@@ -202,16 +205,30 @@ lc_tensor *lc_audio_load(const char *path, int target_rate, int mono, int *rate_
         sf_close(sf);
         return NULL;
     }
-    float *out = lc_tensor_data(t);
     int64_t got = 0;
     while (got < frames) {
-        sf_count_t want = frames - got < CHUNK_FRAMES ? frames - got : CHUNK_FRAMES;
+        if (got == cap) {
+            shape[1] = cap * 2 < frames ? cap * 2 : frames;
+            lc_tensor *bigger = lc_tensor_new(LC_F32, 2, shape);
+            if (!bigger) {
+                got = -1;
+                break;
+            }
+            for (int c = 0; c < ch; c++)
+                memcpy((float *)lc_tensor_data(bigger) + c * shape[1],
+                       (float *)lc_tensor_data(t) + c * cap, (size_t)cap * sizeof(float));
+            lc_tensor_free(t);
+            t = bigger;
+            cap = shape[1];
+        }
+        sf_count_t want = cap - got < CHUNK_FRAMES ? cap - got : CHUNK_FRAMES;
         sf_count_t r = sf_readf_float(sf, buf, want);
         if (r <= 0)
             break;
+        float *out = lc_tensor_data(t);
         for (sf_count_t i = 0; i < r; i++)
             for (int c = 0; c < ch; c++)
-                out[c * frames + got + i] = buf[i * ch + c];
+                out[c * cap + got + i] = buf[i * ch + c];
         got += r;
         if (lc_interrupted()) {
             lc_err("interrupted");
@@ -231,7 +248,7 @@ lc_tensor *lc_audio_load(const char *path, int target_rate, int mono, int *rate_
         lc_tensor_free(t);
         return NULL;
     }
-    if (got < frames) {
+    if (got < cap) {
         /* a header that promises more frames than the file holds (a
          * recording cut short): keep what is there, like other readers */
         lc_tensor *n = lc_tensor_narrow(t, 1, 0, got);

@@ -202,8 +202,58 @@ static void png_read_mem(png_structp png, png_bytep out, size_t n)
     c->pos += n;
 }
 
+/* libpng allocates (and clears) a chunk's buffer from its length field
+ * before it can find the chunk truncated, so a damaged length in a 1 KB
+ * file would cost gigabytes: walk the chunk list first. */
+static int png_prescan(decode_ctx *c)
+{
+    size_t pos = 8;
+    uint64_t w = 0, ht = 0, bpp = 0, idat = 0;
+    while (c->len - pos >= 8) {
+        const unsigned char *h = c->buf + pos;
+        uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        char type[5] = "?";
+        if (memchr(h + 4, 0, 4) == NULL) {
+            memcpy(type, h + 4, 4);
+            for (int i = 0; i < 4; i++)
+                if (!((type[i] >= 'a' && type[i] <= 'z') || (type[i] >= 'A' && type[i] <= 'Z')))
+                    type[0] = '?', type[1] = 0;
+            type[4] = 0;
+        }
+        if (n > 0x7fffffffu || (size_t)n + 12 > c->len - pos)
+            return lc_err("%s: corrupt PNG: chunk '%s' at byte %zu claims %lu bytes, past the "
+                          "end of the %zu-byte file (truncated?)",
+                          c->path, type, pos, (unsigned long)n, c->len);
+        if (!memcmp(h + 4, "IHDR", 4) && n >= 13) {
+            const unsigned char *d = h + 8;
+            w = (uint64_t)d[0] << 24 | (uint64_t)d[1] << 16 | (uint64_t)d[2] << 8 | d[3];
+            ht = (uint64_t)d[4] << 24 | (uint64_t)d[5] << 16 | (uint64_t)d[6] << 8 | d[7];
+            static const int ch[7] = {1, 0, 3, 1, 2, 0, 4};
+            bpp = (uint64_t)d[8] * (d[9] < 7 ? (uint64_t)ch[d[9]] : 0);
+        }
+        if (!memcmp(h + 4, "IDAT", 4))
+            idat += n;
+        if (!memcmp(h + 4, "IEND", 4))
+            break;
+        pos += (size_t)n + 12;
+    }
+    /* deflate expands at most ~1032:1, so too little image data for the
+     * claimed size means a damaged or hostile file: refuse it before
+     * allocating the pixels */
+    if (w <= LC_IMAGE_MAX_SIDE && ht <= LC_IMAGE_MAX_SIDE &&
+        (int64_t)(w * ht) <= LC_IMAGE_MAX_PIXELS && bpp &&
+        idat * 1032 + 4096 < w * ht * bpp / 8)
+        return lc_err("%s: corrupt PNG: %llu bytes of image data cannot hold a %llux%llu "
+                      "image (truncated?)",
+                      c->path, (unsigned long long)idat, (unsigned long long)w,
+                      (unsigned long long)ht);
+    return LC_OK;
+}
+
 static int decode_png(decode_ctx *c)
 {
+    if (png_prescan(c) != LC_OK)
+        return LC_ERR;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_on_error,
                                              png_on_warning);
     if (!png)

@@ -580,6 +580,9 @@ START_TEST(test_image_png_variants)
     img_expect_fail(tmp("wide.png"), "limit");
     write_png_raw(tmp("huge.png"), 20000, 20000, 8, 2, one, 0, NULL, 0);
     img_expect_fail(tmp("huge.png"), "larger than the limit");
+    /* allowed size, but far too little data to be real: refused up front */
+    write_png_raw(tmp("hollow.png"), 10000, 10000, 8, 2, one, 0, NULL, 0);
+    img_expect_fail(tmp("hollow.png"), "cannot hold a 10000x10000 image");
     write_bytes(tmp("huge.ppm"), "P6 30000 30000 255\n", 19);
     img_expect_fail(tmp("huge.ppm"), "larger than the limit");
     write_bytes(tmp("short.ppm"), "P6 4 4 255\nabc", 14);
@@ -903,6 +906,14 @@ START_TEST(test_audio_roundtrip)
         lc_tensor_free(r);
     }
     ck_assert_int_eq(tmp_entries(), 5);
+    /* longer than the first read buffer (2^20 frames): the tensor grows */
+    lc_tensor *lng = sine(1, 1100000, 100, 44100, 0.5);
+    ck_assert_int_eq(lc_audio_save(lng, tmp("long.wav"), 44100, LC_AUDIO_FLOAT, 0, NULL, NULL), LC_OK);
+    lc_tensor *lr = lc_audio_load(tmp("long.wav"), 0, 0, NULL);
+    ck_assert_int_eq(lr->shape[1], 1100000);
+    ck_assert(lt_max_abs_diff(lr, lng) == 0);
+    lc_tensor_free(lr), lc_tensor_free(lng);
+    unlink(tmp("long.wav"));
     /* PCM clamps; NaN becomes silence */
     int64_t s1[1] = {4};
     lc_tensor *x = lc_tensor_new(LC_F32, 1, s1);
@@ -1031,6 +1042,30 @@ START_TEST(test_audio_errors)
     assert_err("fast.wav", "out of range");
     ck_assert_ptr_null(lc_audio_load(lt_data("test_audio/jfk_16k_mono_s16.wav"), 900000, 0, NULL));
     assert_err("out of range", NULL);
+    /* a header promising 2^30 + 64 frames, over a sparse file so nothing
+     * is really stored: refused before any sample buffer is allocated */
+    uint32_t big = 0x80000080u;
+    memcpy(wav, "RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data", 40);
+    for (int i = 0; i < 4; i++)
+        wav[40 + i] = (unsigned char)(big >> (8 * i)), wav[4 + i] = (unsigned char)((big + 36) >> (8 * i));
+    write_bytes(tmp("long.wav"), wav, 44);
+    ck_assert_int_eq(truncate(tmp("long.wav"), (off_t)44 + big), 0);
+    ck_assert_ptr_null(lc_audio_load(tmp("long.wav"), 0, 0, NULL));
+    assert_err("long.wav", "too long");
+    unlink(tmp("long.wav"));
+    /* a recording cut short (header says 1000 frames, 10 are there)
+     * loads what is there */
+    unsigned char cut[64];
+    memcpy(cut, "RIFF\x04\x08\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data\xd0\x07\0\0", 44);
+    for (int i = 0; i < 10; i++)
+        cut[44 + 2 * i] = 0, cut[45 + 2 * i] = (unsigned char)(i * 8); /* (i * 2048) / 32768 */
+    write_bytes(tmp("cut.wav"), cut, 64);
+    lc_tensor *c10 = lc_audio_load(tmp("cut.wav"), 0, 0, NULL);
+    ck_assert_msg(c10 != NULL, "%s", lc_errmsg());
+    ck_assert_int_eq(c10->shape[1], 10);
+    ck_assert_float_eq(lc_tensor_get(c10, 9), 9 * 2048 / 32768.0f);
+    lc_tensor_free(c10);
+    unlink(tmp("cut.wav"));
     /* save errors leave nothing behind */
     int64_t s3[3] = {1, 2, 3};
     lc_tensor *bad = lc_tensor_zeros(LC_F32, 3, s3);
@@ -1047,6 +1082,43 @@ START_TEST(test_audio_errors)
     ck_assert_int_eq(lc_audio_save(t, tmp("no/b.wav"), 16000, LC_AUDIO_PCM16, 0, NULL, NULL), LC_ERR);
     ck_assert_int_eq(tmp_entries(), 4);
     lc_tensor_free(bad), lc_tensor_free(t);
+    remove_tmpdir();
+}
+END_TEST
+
+/* random damage to small WAV, FLAC and JPEG files: errors or data, never a
+ * crash (the ASan build checks the decoders' reads and our buffers) */
+START_TEST(test_fuzz_audio_jpeg)
+{
+    make_tmpdir();
+    lc_tensor *t = sine(2, 3000, 440, 8000, 0.5);
+    ck_assert_int_eq(lc_audio_save(t, tmp("s.wav"), 8000, LC_AUDIO_PCM16, 0, NULL, NULL), LC_OK);
+    ck_assert_int_eq(lc_audio_save(t, tmp("s.flac"), 8000, LC_AUDIO_PCM16, 0, NULL, NULL), LC_OK);
+    int64_t s[3] = {3, 16, 24};
+    lc_tensor *img = lc_tensor_zeros(LC_F32, 3, s);
+    ck_assert_int_eq(lc_image_save(img, tmp("s.jpg"), NULL, NULL, 0), LC_OK);
+    const char *src[3] = {"s.wav", "s.flac", "s.jpg"}, *dst[3] = {"f.wav", "f.flac", "f.jpg"};
+    for (int k = 0; k < 3; k++) {
+        size_t n;
+        unsigned char *raw = read_bytes(tmp(src[k]), &n);
+        unsigned char *buf = malloc(n);
+        for (int it = 0; it < 150; it++) {
+            memcpy(buf, raw, n);
+            size_t span = it < 75 ? (n < 200 ? n : 200) : n; /* headers first */
+            for (int f = 0; f < 1 + it % 4; f++)
+                buf[lcg() % span] = (unsigned char)lcg();
+            write_bytes(tmp(dst[k]), buf, it % 6 ? n : lcg() % n);
+            lc_tensor *r = k < 2 ? lc_audio_load(tmp(dst[k]), it % 3 ? 0 : 11025, it % 2, NULL)
+                                 : lc_image_load(tmp(dst[k]));
+            if (!r)
+                ck_assert(strlen(lc_errmsg()) > 10);
+            lc_tensor_free(r);
+        }
+        free(buf);
+        free(raw);
+    }
+    lc_tensor_free(img);
+    lc_tensor_free(t);
     remove_tmpdir();
 }
 END_TEST
@@ -1079,6 +1151,7 @@ int main(void)
     tcase_add_test(au, test_audio_resample);
     tcase_add_test(au, test_audio_metadata);
     tcase_add_test(au, test_audio_errors);
+    tcase_add_test(au, test_fuzz_audio_jpeg);
     suite_add_tcase(s, au);
     return lt_run(s);
 }
