@@ -50,8 +50,8 @@ lc_tensor *lc_cat(lc_tensor *const *ts, int n, int dim)
         for (int j = 0; ok && j < nd; j++)
             ok = j == d || t->shape[j] == t0->shape[j];
         if (!ok) {
-            lc_err("cat: tensor %d has shape %s, which does not match %s except in dimension %d",
-                   i + 1, LC_SHAPE_STR(t), LC_SHAPE_STR(t0), d);
+            lc_err("cat: tensor %d has shape %s, which does not match %s outside the joined "
+                   "dimension", i + 1, LC_SHAPE_STR(t), LC_SHAPE_STR(t0));
             return NULL;
         }
         shape[d] += t->shape[d];

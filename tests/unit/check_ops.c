@@ -730,7 +730,8 @@ START_TEST(test_cat_stack_split)
     for (int i = 0; i < 10; i++)
         ck_assert_double_eq(lc_tensor_get(c, i), want[i]);
     ck_assert_ptr_null(lc_cat(ab, 2, 0));
-    assert_err("cat: tensor 2 has shape [2,3], which does not match [2,2] except in dimension 0");
+    assert_err("cat: tensor 2 has shape [2,3], which does not match [2,2] outside the joined "
+               "dimension");
     lc_tensor *bt = lc_tensor_transpose(b, 0, 1); /* [3,2], strided */
     lc_tensor *d64 = lc_tensor_to(a, LC_F64);
     lc_tensor *l2[] = {d64, bt};
