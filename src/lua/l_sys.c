@@ -4,6 +4,7 @@
  * completion callback. */
 #include <dirent.h>
 #include <errno.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,6 +300,10 @@ static void editor_init(void)
 {
     if (el)
         return;
+    /* libedit converts between bytes and wide characters by LC_CTYPE: without
+     * the user's locale, UTF-8 input (a prompt with "é") is mangled. Only
+     * LC_CTYPE: LC_NUMERIC would change how Lua prints numbers. */
+    setlocale(LC_CTYPE, "");
     hist = history_init();
     HistEvent ev;
     history(hist, &ev, H_SETSIZE, 2000);

@@ -50,7 +50,7 @@ check_re() {
 
 hist="$tmp/history"
 tmux -S "$sock" new-session -d -s "$session" -x 120 -y 50 \
-    "env LUCID_HISTORY='$hist' HOME='$tmp' TERM=xterm '$LUCID_BIN'; echo REPL-EXITED \$?; sleep 30"
+    "env LUCID_HISTORY='$hist' HOME='$tmp' TERM=xterm LANG=C.UTF-8 LC_ALL= '$LUCID_BIN'; echo REPL-EXITED \$?; sleep 30"
 check "the REPL starts with a banner" "Ctrl-D quits"
 
 keys 'XA = 6 * 7'; key Enter
@@ -66,6 +66,9 @@ keys '  return x * 3'; key Enter
 keys 'end'; key Enter
 keys 'triple(14), "two"'; key Enter
 check_re "a multi-line function works; several results print" '^42 +"two"$'
+
+keys 'print(#"café ü", "café ü")'; key Enter
+check_re "UTF-8 input reaches Lua intact" '^8 +café ü$'
 
 keys '{1, 2, k = "v"}'; key Enter
 check "tables print their contents" '{1, 2, k = "v"}'
