@@ -11,7 +11,9 @@
  * Differences from torch, on purpose: a row whose keys are all masked out
  * gives zeros, not NaN. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/pool.h"
 #include "kernels.h"
@@ -38,26 +40,98 @@ typedef struct {
     float *scratch; /* nthreads * QB * Lk */
 } sdpa_job;
 
+/* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
+ * per head), so it runs on 4-wide GCC vectors (SSE on any x86-64, NEON on
+ * arm64) with a Cephes-style expf (about 1 ulp on the range used): no libm
+ * call per score, plain C whatever the ISA flags. Rows are padded with -inf
+ * to whole vectors; the lane sums are combined in a fixed order. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+/* below this exp is under FLT_MIN: give an exact 0 (masked keys) */
+#define EXP_LO (-87.0f)
+
+static inline v4f blend(v4i m, v4f a, v4f b)
+{
+    return (v4f)(((v4i)a & m) | ((v4i)b & ~m));
+}
+
+static inline v4f exp4(v4f x)
+{
+    const v4f lo = {EXP_LO, EXP_LO, EXP_LO, EXP_LO};
+    v4i keep = x >= lo;
+    x = blend(keep, x, lo);
+    /* x = n ln2 + r, n rounded to nearest by the 1.5 * 2^23 trick */
+    v4f t = x * 1.44269504088896341f + 12582912.0f;
+    v4f n = t - 12582912.0f;
+    v4f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v4f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    v4i e = ((v4i)t - 0x4B400000 + 127) << 23; /* 2^n, n in [-126, 0] */
+    return (v4f)((v4i)(p * (v4f)e) & keep);
+}
+
+static inline v4f load4(const float *s, int64_t left)
+{
+    v4f v;
+    if (left >= 4) {
+        memcpy(&v, s, sizeof v);
+    } else {
+        for (int i = 0; i < 4; i++)
+            v[i] = i < left ? s[i] : -INFINITY;
+    }
+    return v;
+}
+
+static inline void store4(float *s, v4f v, int64_t left)
+{
+    if (left >= 4)
+        memcpy(s, &v, sizeof v);
+    else
+        for (int i = 0; i < left; i++)
+            s[i] = v[i];
+}
+
 static void softmax_row(float *s, int64_t n)
 {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; j++)
-        if (s[j] > mx)
-            mx = s[j];
-    if (mx == -INFINITY) {
+    v4f mx = load4(s, n);
+    for (int64_t j = 4; j < n; j += 4) {
+        v4f v = load4(s + j, n - j);
+        mx = blend(v > mx, v, mx);
+    }
+    float m = mx[0] > mx[1] ? mx[0] : mx[1];
+    m = mx[2] > m ? mx[2] : m;
+    m = mx[3] > m ? mx[3] : m;
+    if (m == -INFINITY || n == 0) {
         /* every key masked: attend to nothing */
         for (int64_t j = 0; j < n; j++)
             s[j] = 0.f;
         return;
     }
-    double sum = 0;
-    for (int64_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
+    /* two accumulators: shorter dependency chains, same order every run */
+    v4f acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v4f e0 = exp4(load4(s + j, 4) - m), e1 = exp4(load4(s + j + 4, 4) - m);
+        acc0 += e0;
+        acc1 += e1;
+        store4(s + j, e0, 4);
+        store4(s + j + 4, e1, 4);
     }
-    float r = (float)(1.0 / sum);
-    for (int64_t j = 0; j < n; j++)
-        s[j] *= r;
+    for (; j < n; j += 4) {
+        v4f e = exp4(load4(s + j, n - j) - m);
+        acc0 += e;
+        store4(s + j, e, n - j);
+    }
+    v4f acc = acc0 + acc1;
+    float r = 1.f / ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    for (j = 0; j < n; j += 4)
+        store4(s + j, load4(s + j, n - j) * r, n - j);
 }
 
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
