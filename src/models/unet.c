@@ -241,7 +241,7 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
     int64_t N = x->shape[0];
     lc_tensor *skips[MAXSKIPS] = {0};
     int nskips = 0;
-    lc_tensor *t = NULL, *emb = NULL, *ctx = NULL, *h = NULL, *xin = NULL;
+    lc_tensor *emb = NULL, *ctx = NULL, *h = NULL, *xin = NULL;
     lc_tensor *out = NULL;
 
     /* one upsampler per level but the last: sizes that do not halve
@@ -258,22 +258,9 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
         if (!xin)
             goto done;
     }
-    t = lc_timesteps_for_batch(timesteps, N);
-    if (!t)
-        goto done;
-    emb = lc_timestep_embedding(t, c->block_out_channels[0], c->flip_sin_to_cos, c->freq_shift);
-    if (!emb)
-        goto done;
-    lc_tensor *e1 = lc_linear(emb, u->time1.w, u->time1.b);
-    lc_tensor_free(emb);
-    emb = e1;
-    if (!emb || lc_unary_(LC_SILU, emb) != LC_OK)
-        goto done;
-    e1 = lc_linear(emb, u->time2.w, u->time2.b);
-    lc_tensor_free(emb);
-    emb = e1;
     /* every resnet applies SiLU to the embedding before its projection */
-    if (!emb || lc_unary_(LC_SILU, emb) != LC_OK)
+    emb = lc_time_embedding_act(timesteps, N, c, &u->time1, &u->time2);
+    if (!emb)
         goto done;
     if (context->shape[0] != N) {
         ctx = lc_tensor_expand((lc_tensor *)context, 3,
@@ -337,7 +324,6 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
 done:
     for (int i = 0; i < nskips; i++)
         lc_tensor_free(skips[i]);
-    lc_tensor_free(t);
     lc_tensor_free(emb);
     lc_tensor_free(ctx);
     lc_tensor_free(h);

@@ -99,7 +99,8 @@ int lc_unet_hook_remove(lc_unet *u, int id);
 
 /* Deterministic synthetic weights for a config (tests and benchmarks):
  * diffusers names, norm scales 1 + 0.1 n, biases 0.05 n, weights
- * n / sqrt(fan_in), n ~ N(0,1) from a seeded generator. */
+ * n / sqrt(fan_in), n of mean 0, variance 1 (Irwin-Hall, 4 terms)
+ * from a seeded generator, the same for any thread count. */
 lc_weights *lc_unet_random_weights(const lc_unet_config *c, uint64_t seed);
 
 #endif

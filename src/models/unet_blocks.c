@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "models/unet_blocks.h"
+#include "core/pool.h"
 #include "ops/ops.h"
 
 #define S1(a) ((const int64_t[]){(a)})
@@ -23,9 +24,33 @@ static uint64_t splitmix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static double unif(uint64_t *s)
+typedef struct {
+    float *p;
+    int64_t n;
+    uint64_t seed;
+    float a, b; /* value = a * z + b */
+} fill_job;
+
+/* Approximately standard normal values, cheap enough for the ~860M of a
+ * full-size UNet: the sum of four 16-bit uniforms of one splitmix64 draw,
+ * centred and scaled to unit variance (Irwin-Hall, n = 4). Each chunk
+ * seeds from (tensor seed, chunk index), so the values do not depend on the
+ * thread count. */
+static void fill_range(void *ctx, int64_t b, int64_t e)
 {
-    return ((double)(splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    const fill_job *j = ctx;
+    const int64_t chunk = 1 << 16;
+    for (int64_t c0 = b; c0 < e; c0 += chunk) {
+        uint64_t st = j->seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(c0 / chunk + 1));
+        int64_t c1 = c0 + chunk < e ? c0 + chunk : e;
+        for (int64_t i = c0; i < c1; i++) {
+            uint64_t r = splitmix(&st);
+            float u = (float)(r & 0xFFFF) + (float)((r >> 16) & 0xFFFF) +
+                      (float)((r >> 32) & 0xFFFF) + (float)(r >> 48);
+            float z = (u * (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
+            j->p[i] = j->a * z + j->b;
+        }
+    }
 }
 
 static lc_tensor *random_tensor(uint64_t *s, char kind, int ndim, const int64_t *shape)
@@ -33,24 +58,17 @@ static lc_tensor *random_tensor(uint64_t *s, char kind, int ndim, const int64_t 
     lc_tensor *t = lc_tensor_new(LC_F32, ndim, shape);
     if (!t)
         return NULL;
-    float *p = lc_tensor_data(t);
-    int64_t n = lc_tensor_numel(t);
     double fan_in = 1;
     for (int i = 1; i < ndim; i++)
         fan_in *= (double)shape[i];
-    for (int64_t i = 0; i < n; i += 2) {
-        double r = sqrt(-2.0 * log(unif(s))), a = 2.0 * M_PI * unif(s);
-        double z[2] = {r * cos(a), r * sin(a)};
-        for (int j = 0; j < 2 && i + j < n; j++) {
-            double v = z[j];
-            if (kind == 'w')
-                v /= sqrt(fan_in);
-            else if (kind == 'n')
-                v = 1.0 + 0.1 * v;
-            else
-                v = 0.05 * v;
-            p[i + j] = (float)v;
-        }
+    fill_job j = {lc_tensor_data(t), lc_tensor_numel(t), splitmix(s), 0.05f, 0.0f};
+    if (kind == 'w')
+        j.a = (float)(1.0 / sqrt(fan_in));
+    else if (kind == 'n')
+        j.a = 0.1f, j.b = 1.0f;
+    if (lc_parallel_for(j.n, 1 << 16, fill_range, &j) != LC_OK) {
+        lc_tensor_free(t);
+        return NULL;
     }
     return t;
 }
@@ -760,4 +778,22 @@ lc_tensor *lc_timestep_embedding(const lc_tensor *t, int dim, int flip, double s
         }
     free(freq);
     return e;
+}
+
+lc_tensor *lc_time_embedding_act(const lc_tensor *timesteps, int64_t n, const lc_unet_config *c,
+                                 const lc_ulinear *l1, const lc_ulinear *l2)
+{
+    lc_tensor *t = lc_timesteps_for_batch(timesteps, n), *e = NULL;
+    if (!t)
+        return NULL;
+    e = lc_timestep_embedding(t, c->block_out_channels[0], c->flip_sin_to_cos, c->freq_shift);
+    lc_tensor_free(t);
+    if (!e || swap(&e, lc_linear(e, l1->w, l1->b)) != LC_OK || lc_unary_(LC_SILU, e) != LC_OK)
+        goto fail;
+    if (swap(&e, lc_linear(e, l2->w, l2->b)) != LC_OK || lc_unary_(LC_SILU, e) != LC_OK)
+        goto fail;
+    return e;
+fail:
+    lc_tensor_free(e);
+    return NULL;
 }

@@ -100,6 +100,11 @@ lc_tensor *lc_up_block_forward(const lc_ufwd *f, const lc_ublock *blk, lc_tensor
  * (max_period 10000, scale 1): t [N] -> [N, dim], computed in f32. */
 lc_tensor *lc_timestep_embedding(const lc_tensor *t, int dim, int flip_sin_to_cos,
                                  double freq_shift);
+/* SiLU(linear_2(SiLU(linear_1(sinusoidal(t))))) [n, T]: the time embedding
+ * as every resnet consumes it (timesteps as lc_timesteps_for_batch takes
+ * them; sinusoid width block_out_channels[0]) */
+lc_tensor *lc_time_embedding_act(const lc_tensor *timesteps, int64_t n, const lc_unet_config *c,
+                                 const lc_ulinear *linear_1, const lc_ulinear *linear_2);
 /* concatenation along dim 1 of two tensors equal elsewhere (f32 out) */
 lc_tensor *lc_ucat1(const lc_tensor *a, const lc_tensor *b);
 /* timesteps (0-d, [1] or [n]) as an f32 tensor [n] */
