@@ -492,8 +492,6 @@ static int decode_file(decode_ctx *c, const char *path, int want_pixels, unsigne
         return LC_ERR;
     c->buf = *buf;
     c->len = len;
-    c->path = path;
-    c->want_pixels = want_pixels;
     if (len == 0)
         return lc_err("%s: empty file (0 bytes), not an image", path);
     switch (sniff(*buf, len)) {
