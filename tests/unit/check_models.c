@@ -1,0 +1,446 @@
+/* Model layer: weights table, CLIP text encoder and AutoencoderKL against
+ * the tiny-a golden outputs in both checkpoint layouts, ldm key maps,
+ * tiled decode seams, TAESD structure, bad-input errors. */
+#include "testutil.h"
+
+#include "core/safetensors.h"
+#include "models/clip_text.h"
+#include "models/ldm_keys.h"
+#include "models/taesd.h"
+#include "models/vae.h"
+#include "models/weights.h"
+#include "ops/ops.h"
+
+#define TINY "golden/tiny-a/"
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static lc_st_file *golden(void)
+{
+    lc_st_file *g = lc_st_open(lt_data(TINY "golden.safetensors"));
+    ck_assert_msg(g != NULL, "%s", lc_errmsg());
+    return g;
+}
+
+static lc_tensor *gget(lc_st_file *g, const char *name)
+{
+    lc_tensor *t = lc_st_get(g, name);
+    ck_assert_msg(t != NULL, "%s", lc_errmsg());
+    return t;
+}
+
+/* prints and checks max|a-b| <= 1e-4 max|ref| */
+static void expect_close(const char *what, const lc_tensor *got, const lc_tensor *ref)
+{
+    ck_assert_msg(lc_tensor_same_shape(got, ref), "%s: shape %s vs %s", what, LC_SHAPE_STR(got),
+                  LC_SHAPE_STR(ref));
+    double d = lt_max_abs_diff(got, ref), m = lt_max_abs(ref);
+    printf("%-40s max|diff| %.3g  max|ref| %.3g  rel %.3g\n", what, d, m, d / m);
+    ck_assert_msg(d <= 1e-4 * m, "%s: max abs diff %g > 1e-4 * %g", what, d, m);
+}
+
+/* ---- weights table ---- */
+
+START_TEST(weights_need_and_unused)
+{
+    lc_weights *w = lc_weights_new();
+    int64_t s23[2] = {2, 3}, s32[2] = {3, 2};
+    ck_assert_int_eq(lc_weights_put(w, "a.weight", lc_tensor_zeros(LC_F32, 2, s23)), LC_OK);
+    lc_tensor *h = lc_tensor_new(LC_BF16, 2, s23);
+    for (int i = 0; i < 6; i++)
+        lc_tensor_set(h, i, 0.5 * i);
+    ck_assert_int_eq(lc_weights_put(w, "b.weight", h), LC_OK);
+    /* many names: the hash table grows and every one is still found */
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "x.%d", i);
+        ck_assert_int_eq(lc_weights_put(w, name, lc_tensor_zeros(LC_F32, 1, (int64_t[]){i + 1})),
+                         LC_OK);
+    }
+    ck_assert_int_eq(lc_weights_count(w), 302);
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "x.%d", i);
+        lc_tensor *t = lc_weights_need(w, name, 1, (int64_t[]){i + 1});
+        ck_assert_msg(t != NULL, "%s", lc_errmsg());
+    }
+    lc_tensor *b = lc_weights_need(w, "b.weight", 2, s23);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(b->dtype, LC_F32); /* bf16 converted at load */
+    ck_assert(lc_tensor_get(b, 5) == 2.5);
+    ck_assert_ptr_null(lc_weights_need(w, "c.weight", 2, s23));
+    ck_assert_str_eq(lc_errmsg(), "missing tensor c.weight (expected [2,3])");
+    ck_assert_ptr_null(lc_weights_need(w, "a.weight", 2, s32));
+    ck_assert_str_eq(lc_errmsg(), "a.weight: shape [2,3], expected [3,2]");
+    ck_assert_int_eq(lc_weights_check_unused(w, "model"), LC_ERR);
+    ck_assert_str_eq(lc_errmsg(), "model: unexpected tensor a.weight [2,3]");
+    ck_assert_ptr_nonnull(lc_weights_need(w, "a.weight", -1, NULL));
+    ck_assert_int_eq(lc_weights_check_unused(w, "model"), LC_OK);
+    ck_assert(lc_weights_has_prefix(w, "x.29"));
+    ck_assert(!lc_weights_has_prefix(w, "y."));
+    lc_weights_free(w);
+}
+END_TEST
+
+/* ---- ldm key translation ---- */
+
+START_TEST(ldm_vae_keys)
+{
+    char out[256];
+    static const char *cases[][2] = {
+        {"encoder.down.2.block.1.nin_shortcut.weight",
+         "encoder.down_blocks.2.resnets.1.conv_shortcut.weight"},
+        {"encoder.down.0.downsample.conv.bias", "encoder.down_blocks.0.downsamplers.0.conv.bias"},
+        {"decoder.up.0.block.2.norm1.weight", "decoder.up_blocks.3.resnets.2.norm1.weight"},
+        {"decoder.up.3.upsample.conv.weight", "decoder.up_blocks.0.upsamplers.0.conv.weight"},
+        {"decoder.mid.block_2.conv1.bias", "decoder.mid_block.resnets.1.conv1.bias"},
+        {"encoder.mid.attn_1.proj_out.weight", "encoder.mid_block.attentions.0.to_out.0.weight"},
+        {"encoder.mid.attn_1.norm.bias", "encoder.mid_block.attentions.0.group_norm.bias"},
+        {"decoder.norm_out.weight", "decoder.conv_norm_out.weight"},
+        {"quant_conv.weight", "quant_conv.weight"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ck_assert_int_eq(lc_ldm_vae_key(cases[i][0], 4, out, sizeof out), 1);
+        ck_assert_str_eq(out, cases[i][1]);
+    }
+    ck_assert_int_eq(lc_ldm_vae_key("loss.logvar", 4, out, sizeof out), 0);
+}
+END_TEST
+
+/* ---- CLIP text encoder ---- */
+
+static lc_clip_text *load_clip(int ldm)
+{
+    lc_weights *w = lc_weights_new();
+    lc_clip_config c;
+    if (ldm) {
+        int oc = -1;
+        ck_assert_msg(lc_ldm_load_clip(w, lt_data(TINY "model_ldm.safetensors"), &oc) == LC_OK,
+                      "%s", lc_errmsg());
+        ck_assert_int_eq(oc, 0);
+        ck_assert_int_eq(lc_clip_config_infer(&c, w, LC_ACT_QUICK_GELU), LC_OK);
+        /* shapes give everything but the head count (inferred as hidden/64,
+         * right for SD's 768/1024 towers; tiny-a has 4 heads of 8): take it
+         * from the folder's config, as lucid.load(file, {config = dir}) does */
+        lc_clip_config ref;
+        char *js = read_text(lt_data(TINY "text_encoder/config.json"));
+        ck_assert_int_eq(lc_clip_config_parse(&ref, js), LC_OK);
+        free(js);
+        ck_assert_int_eq(c.vocab_size, ref.vocab_size);
+        ck_assert_int_eq(c.intermediate, ref.intermediate);
+        ck_assert_int_eq(c.max_pos, ref.max_pos);
+        ck_assert_int_eq(c.layers, ref.layers);
+        ck_assert_int_eq(c.act, ref.act);
+        c.heads = ref.heads;
+    } else {
+        ck_assert_msg(lc_clip_load_diffusers(w, lt_data(TINY "text_encoder/model.safetensors")) ==
+                          LC_OK,
+                      "%s", lc_errmsg());
+        char *js = read_text(lt_data(TINY "text_encoder/config.json"));
+        ck_assert_int_eq(lc_clip_config_parse(&c, js), LC_OK);
+        free(js);
+    }
+    ck_assert_int_eq(c.hidden, 32);
+    ck_assert_int_eq(c.layers, 2);
+    lc_clip_text *m = lc_clip_text_new(&c, w);
+    ck_assert_msg(m != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+    return m;
+}
+
+static void check_clip(int ldm)
+{
+    lc_clip_text *m = load_clip(ldm);
+    lc_st_file *g = golden();
+    char name[96], what[160];
+    for (int k = 0; k < 2; k++) {
+        snprintf(name, sizeof name, "text_encoder/%d/input_ids", k);
+        lc_tensor *ids = gget(g, name);
+        lc_tensor *h, *p, *h1;
+        ck_assert_msg(lc_clip_text_forward(m, ids, 0, &h, &p) == LC_OK, "%s", lc_errmsg());
+        ck_assert_msg(lc_clip_text_forward(m, ids, 1, &h1, NULL) == LC_OK, "%s", lc_errmsg());
+        static const char *outs[3] = {"last_hidden_state", "pooler_output", "clip_skip1"};
+        lc_tensor *got[3] = {h, p, h1};
+        for (int o = 0; o < 3; o++) {
+            snprintf(name, sizeof name, "text_encoder/%d/%s", k, outs[o]);
+            snprintf(what, sizeof what, "%s %s", ldm ? "ldm" : "diffusers", name);
+            lc_tensor *ref = gget(g, name);
+            /* golden hidden states have a batch dim of 1, as ours */
+            expect_close(what, got[o], ref);
+            lc_tensor_free(ref);
+        }
+        lc_tensor_free(h), lc_tensor_free(p), lc_tensor_free(h1), lc_tensor_free(ids);
+    }
+    lc_st_close(g);
+    lc_clip_text_free(m);
+}
+
+START_TEST(clip_golden_diffusers)
+{
+    check_clip(0);
+}
+END_TEST
+
+START_TEST(clip_golden_ldm)
+{
+    check_clip(1);
+}
+END_TEST
+
+START_TEST(clip_bad_input)
+{
+    lc_clip_text *m = load_clip(0);
+    int64_t s[2] = {1, 5};
+    lc_tensor *ids = lc_tensor_zeros(LC_I64, 2, s), *h;
+    lc_tensor_set(ids, 2, 60000);
+    ck_assert_int_eq(lc_clip_text_forward(m, ids, 0, &h, NULL), LC_ERR);
+    ck_assert_msg(strstr(lc_errmsg(), "token id 60000 at position 3") != NULL, "%s", lc_errmsg());
+    lc_tensor_set(ids, 2, 1);
+    ck_assert_int_eq(lc_clip_text_forward(m, ids, 2, &h, NULL), LC_ERR);
+    ck_assert_msg(strstr(lc_errmsg(), "clip_skip 2 out of range") != NULL, "%s", lc_errmsg());
+    int64_t s2[2] = {1, 78};
+    lc_tensor *long_ids = lc_tensor_zeros(LC_I64, 2, s2);
+    ck_assert_int_eq(lc_clip_text_forward(m, long_ids, 0, &h, NULL), LC_ERR);
+    lc_tensor_free(long_ids);
+    lc_tensor_free(ids);
+    lc_clip_text_free(m);
+}
+END_TEST
+
+/* ---- AutoencoderKL ---- */
+
+static lc_vae *load_vae(int ldm)
+{
+    lc_weights *w = lc_weights_new();
+    lc_vae_config c;
+    if (ldm) {
+        ck_assert_msg(lc_ldm_load_vae(w, lt_data(TINY "model_ldm.safetensors")) == LC_OK, "%s",
+                      lc_errmsg());
+        ck_assert_int_eq(lc_vae_config_infer(&c, w), LC_OK);
+    } else {
+        ck_assert_msg(lc_vae_load_diffusers(
+                          w, lt_data(TINY "vae/diffusion_pytorch_model.safetensors")) == LC_OK,
+                      "%s", lc_errmsg());
+        char *js = read_text(lt_data(TINY "vae/config.json"));
+        ck_assert_int_eq(lc_vae_config_parse(&c, js), LC_OK);
+        free(js);
+    }
+    ck_assert_int_eq(c.nblocks, 4);
+    ck_assert_int_eq(c.block_out[3], 64);
+    ck_assert_int_eq(c.layers_per_block, 1);
+    lc_vae *m = lc_vae_new(&c, w);
+    ck_assert_msg(m != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+    return m;
+}
+
+static void check_vae(int ldm)
+{
+    lc_vae *m = load_vae(ldm);
+    lc_st_file *g = golden();
+    lc_tensor *img = gget(g, "vae/image"), *mean, *logvar;
+    ck_assert_msg(lc_vae_encode(m, img, &mean, &logvar) == LC_OK, "%s", lc_errmsg());
+    lc_tensor *rm = gget(g, "vae/mean"), *rl = gget(g, "vae/logvar");
+    expect_close(ldm ? "ldm vae/mean" : "diffusers vae/mean", mean, rm);
+    expect_close(ldm ? "ldm vae/logvar" : "diffusers vae/logvar", logvar, rl);
+    lc_tensor *zin = gget(g, "vae/decode_in"), *rd = gget(g, "vae/decode_out");
+    lc_tensor *dec = lc_vae_decode(m, zin);
+    ck_assert_msg(dec != NULL, "%s", lc_errmsg());
+    expect_close(ldm ? "ldm vae/decode_out" : "diffusers vae/decode_out", dec, rd);
+    /* a latent that fits one tile: tiled decode is the plain decode */
+    lc_tensor *dt = lc_vae_decode_tiled(m, zin, 64, 16);
+    ck_assert_msg(dt != NULL, "%s", lc_errmsg());
+    ck_assert(lt_max_abs_diff(dt, dec) == 0);
+    lc_tensor_free(dt);
+    lc_tensor *tensors[] = {img, mean, logvar, rm, rl, zin, rd, dec};
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++)
+        lc_tensor_free(tensors[i]);
+    lc_st_close(g);
+    lc_vae_free(m);
+}
+
+START_TEST(vae_golden_diffusers)
+{
+    check_vae(0);
+}
+END_TEST
+
+START_TEST(vae_golden_ldm)
+{
+    check_vae(1);
+}
+END_TEST
+
+START_TEST(vae_tiled_seams)
+{
+    lc_vae *m = load_vae(0);
+    lc_st_file *g = golden();
+    /* a 24x24 latent: the golden decode_in tiled 3x3 (so content varies) */
+    lc_tensor *z8 = gget(g, "vae/decode_in");
+    int64_t reps[4] = {1, 1, 3, 3};
+    lc_tensor *z = lc_repeat(z8, 4, reps);
+    ck_assert_msg(z != NULL, "%s", lc_errmsg());
+    lc_tensor *full = lc_vae_decode(m, z);
+    ck_assert_msg(full != NULL, "%s", lc_errmsg());
+    lc_tensor *tiled = lc_vae_decode_tiled(m, z, 12, 4);
+    ck_assert_msg(tiled != NULL, "%s", lc_errmsg());
+    ck_assert(lc_tensor_same_shape(full, tiled));
+    double d = lt_max_abs_diff(full, tiled), mx = lt_max_abs(full);
+    double sum = 0;
+    int64_t n = lc_tensor_numel(full);
+    for (int64_t i = 0; i < n; i++)
+        sum += fabs(lc_tensor_get(full, i) - lc_tensor_get(tiled, i));
+    printf("tiled decode 24x24 latent, tiles 12 overlap 4: max|diff| %.4g mean|diff| %.4g "
+           "(max|image| %.3g)\n",
+           d, sum / (double)n, mx);
+    /* tiles see less context (the mid-block attention is global), so they
+     * differ from the whole decode, but they must stay close to it */
+    ck_assert_msg(sum / (double)n < 0.05 * mx, "mean seam error %g too large", sum / (double)n);
+    ck_assert(isfinite(d));
+    lc_tensor_free(z8), lc_tensor_free(z), lc_tensor_free(full), lc_tensor_free(tiled);
+    lc_st_close(g);
+    lc_vae_free(m);
+}
+END_TEST
+
+START_TEST(vae_errors)
+{
+    lc_weights *w = lc_weights_new();
+    ck_assert_int_eq(lc_vae_load_diffusers(w, lt_data(TINY "vae/diffusion_pytorch_model.safetensors")),
+                     LC_OK);
+    lc_vae_config c;
+    char *js = read_text(lt_data(TINY "vae/config.json"));
+    ck_assert_int_eq(lc_vae_config_parse(&c, js), LC_OK);
+    free(js);
+    /* an extra tensor is reported by name */
+    ck_assert_int_eq(lc_weights_put(w, "decoder.extra.weight", lc_tensor_zeros(LC_F32, 1, (int64_t[]){3})),
+                     LC_OK);
+    ck_assert_ptr_null(lc_vae_new(&c, w));
+    ck_assert_msg(strstr(lc_errmsg(), "vae: unexpected tensor decoder.extra.weight [3]"), "%s",
+                  lc_errmsg());
+    lc_weights_free(w);
+    /* a missing one with its expected shape */
+    w = lc_weights_new();
+    lc_st_file *f = lc_st_open(lt_data(TINY "vae/diffusion_pytorch_model.safetensors"));
+    for (int i = 0; i < lc_st_count(f); i++)
+        if (strcmp(lc_st_name(f, i), "decoder.up_blocks.1.resnets.0.conv_shortcut.weight"))
+            lc_weights_put(w, lc_st_name(f, i), lc_st_get_index(f, i));
+    lc_st_close(f);
+    ck_assert_ptr_null(lc_vae_new(&c, w));
+    ck_assert_str_eq(lc_errmsg(), "vae: missing tensor decoder.up_blocks.1.resnets.0.conv_shortcut"
+                                  ".weight (expected [32,64,1,1])");
+    lc_weights_free(w);
+    lc_vae *m = load_vae(0);
+    int64_t s[4] = {1, 3, 60, 64};
+    lc_tensor *x = lc_tensor_zeros(LC_F32, 4, s), *mean, *lv;
+    ck_assert_int_eq(lc_vae_encode(m, x, &mean, &lv), LC_ERR);
+    ck_assert_msg(strstr(lc_errmsg(), "multiples of 8"), "%s", lc_errmsg());
+    lc_tensor_free(x);
+    lc_vae_free(m);
+}
+END_TEST
+
+START_TEST(checkpoint_probe)
+{
+    lc_ldm_probe p;
+    ck_assert_int_eq(lc_ldm_probe_file(lt_data(TINY "model_ldm.safetensors"), &p), LC_OK);
+    ck_assert_int_eq(p.total, 520);
+    ck_assert_int_eq(lc_ldm_check_sd("model_ldm.safetensors", &p), LC_OK);
+    const char *vae = lt_data(TINY "vae/diffusion_pytorch_model.safetensors");
+    ck_assert_int_eq(lc_ldm_probe_file(vae, &p), LC_OK);
+    ck_assert_int_eq(lc_ldm_check_sd("vae.safetensors", &p), LC_ERR);
+    ck_assert_str_eq(lc_errmsg(), "vae.safetensors: not a Stable Diffusion checkpoint: no "
+                                  "model.diffusion_model.* tensors (it looks like a VAE-only "
+                                  "file)");
+    ck_assert_int_eq(lc_ldm_probe_file(lt_data(TINY "unet/diffusion_pytorch_model.safetensors"), &p),
+                     LC_OK);
+    ck_assert_int_eq(lc_ldm_check_sd("u.safetensors", &p), LC_ERR);
+    ck_assert_msg(strstr(lc_errmsg(), "UNet-only"), "%s", lc_errmsg());
+}
+END_TEST
+
+/* ---- TAESD ---- */
+
+static lc_taesd *load_taesd(void)
+{
+    char ep[4096], dp[4096];
+    const char *src = getenv("LUCID_SRCDIR");
+    snprintf(ep, sizeof ep, "%s/data/taesd/taesd_encoder.safetensors", src ? src : ".");
+    snprintf(dp, sizeof dp, "%s/data/taesd/taesd_decoder.safetensors", src ? src : ".");
+    lc_weights *e = lc_weights_new(), *d = lc_weights_new();
+    ck_assert_msg(lc_weights_load(e, ep, NULL, NULL, NULL) == LC_OK, "%s", lc_errmsg());
+    ck_assert_msg(lc_weights_load(d, dp, NULL, NULL, NULL) == LC_OK, "%s", lc_errmsg());
+    lc_taesd *m = lc_taesd_new(e, d);
+    ck_assert_msg(m != NULL, "%s", lc_errmsg());
+    lc_weights_free(e), lc_weights_free(d);
+    return m;
+}
+
+START_TEST(taesd_shapes)
+{
+    lc_taesd *m = load_taesd();
+    ck_assert_int_eq(lc_taesd_latent_channels(m), 4);
+    int64_t s[4] = {1, 3, 16, 24};
+    lc_tensor *x = lc_tensor_zeros(LC_F32, 4, s);
+    lc_tensor_fill_(x, 0.5);
+    lc_tensor *z = lc_taesd_encode(m, x);
+    ck_assert_msg(z != NULL, "%s", lc_errmsg());
+    ck_assert_int_eq(z->shape[1], 4);
+    ck_assert_int_eq(z->shape[2], 2);
+    ck_assert_int_eq(z->shape[3], 3);
+    lc_tensor *y = lc_taesd_decode(m, z);
+    ck_assert_msg(y != NULL, "%s", lc_errmsg());
+    ck_assert(lc_tensor_same_shape(x, y));
+    double mn, mx;
+    lc_reduce_all_value(LC_RMIN, y, &mn), lc_reduce_all_value(LC_RMAX, y, &mx);
+    ck_assert(mn >= 0 && mx <= 1);
+    int64_t bad[4] = {1, 3, 12, 16};
+    lc_tensor *xb = lc_tensor_zeros(LC_F32, 4, bad);
+    ck_assert_ptr_null(lc_taesd_encode(m, xb));
+    lc_tensor_free(xb), lc_tensor_free(x), lc_tensor_free(z), lc_tensor_free(y);
+    lc_taesd_free(m);
+}
+END_TEST
+
+/* Threads do not survive Check's fork into each test: the pool starts in
+ * each test's own process (a checked fixture), never in the parent. */
+static void pool_setup(void)
+{
+    lc_pool_init(2);
+}
+
+int main(void)
+{
+    Suite *s = suite_create("models");
+    TCase *tc = tcase_create("models");
+    tcase_add_checked_fixture(tc, pool_setup, NULL);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, weights_need_and_unused);
+    tcase_add_test(tc, ldm_vae_keys);
+    tcase_add_test(tc, clip_golden_diffusers);
+    tcase_add_test(tc, clip_golden_ldm);
+    tcase_add_test(tc, clip_bad_input);
+    tcase_add_test(tc, vae_golden_diffusers);
+    tcase_add_test(tc, vae_golden_ldm);
+    tcase_add_test(tc, vae_tiled_seams);
+    tcase_add_test(tc, vae_errors);
+    tcase_add_test(tc, checkpoint_probe);
+    tcase_add_test(tc, taesd_shapes);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
