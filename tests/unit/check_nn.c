@@ -591,6 +591,29 @@ START_TEST(test_thread_invariance)
 }
 END_TEST
 
+START_TEST(test_interrupt)
+{
+    /* a pending Ctrl-C makes the heavy ops fail cleanly, then they work */
+    lc_tensor *x = rand_tensor(4, T4(1, 8, 20, 20)), *w = rand_tensor(4, T4(8, 8, 3, 3));
+    lc_tensor *w1 = rand_tensor(4, T4(8, 8, 1, 1)), *q = rand_tensor(4, T4(1, 2, 100, 8));
+    lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1}, p1 = {{1, 1}, {0, 0}, {1, 1}, 1};
+    lc_interrupt_request();
+    ck_assert_ptr_null(lc_conv2d(x, w, NULL, &p));
+    ck_assert_str_eq(lc_errmsg(), "interrupted");
+    ck_assert_ptr_null(lc_conv2d(x, w1, NULL, &p1));
+    ck_assert_ptr_null(lc_sdpa(q, q, q, NULL, 0, 0));
+    ck_assert_str_eq(lc_errmsg(), "interrupted");
+    ck_assert_ptr_null(lc_group_norm(x, 2, NULL, NULL, 1e-5));
+    lc_interrupt_clear();
+    lc_tensor *y = lc_conv2d(x, w, NULL, &p);
+    ck_assert_ptr_nonnull(y);
+    lc_tensor_free(y);
+    lc_tensor *tensors[] = {x, w, w1, q};
+    for (size_t i = 0; i < sizeof tensors / sizeof *tensors; i++)
+        lc_tensor_free(tensors[i]);
+}
+END_TEST
+
 /* ---- resize ---- */
 
 /* x [1,1,1,n] resized along the width only */
@@ -874,6 +897,7 @@ int main(void)
     tcase_add_test(tc, test_attention_heads);
     tcase_add_test(tc, test_sdpa_errors);
     tcase_add_test(tc, test_thread_invariance);
+    tcase_add_test(tc, test_interrupt);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("resample");
     tcase_add_checked_fixture(tr, pool_setup, NULL);
