@@ -552,6 +552,68 @@ START_TEST(missing_tensor)
 }
 END_TEST
 
+START_TEST(infer_sd2_style)
+{
+    /* SD 2.x traits: context 1024 -> head dim 64, linear projections,
+     * two transformer layers in one block */
+    const char *js = "{\"block_out_channels\": [64, 128], \"attention_head_dim\": [1, 2],"
+                     "\"cross_attention_dim\": 1024, \"use_linear_projection\": true,"
+                     "\"transformer_layers_per_block\": [2, 1], \"layers_per_block\": 1,"
+                     "\"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\"],"
+                     "\"up_block_types\": [\"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]}";
+    lc_unet_config c, d;
+    ck_assert_msg(lc_unet_config_parse(&c, js, "sd2-like") == LC_OK, "%s", lc_errmsg());
+    ck_assert_int_eq(c.up_transformer_layers[0], 1);
+    ck_assert_int_eq(c.up_transformer_layers[1], 2);
+    lc_weights *w = lc_unet_random_weights(&c, 7);
+    ck_assert_msg(w != NULL, "%s", lc_errmsg());
+    ck_assert_ptr_nonnull(lc_weights_get(w, "down_blocks.0.attentions.0.transformer_blocks.1.attn1.to_q.weight"));
+    ck_assert_ptr_nonnull(lc_weights_get(w, "up_blocks.1.attentions.1.transformer_blocks.1.ff.net.2.bias"));
+    ck_assert_int_eq(lc_weights_get(w, "mid_block.attentions.0.proj_in.weight")->ndim, 2);
+    ck_assert_msg(lc_unet_config_infer(&d, w) == LC_OK, "%s", lc_errmsg());
+    ck_assert_int_eq(d.use_linear_projection, 1);
+    ck_assert_int_eq(d.cross_attention_dim, 1024);
+    ck_assert_int_eq(d.heads[0], 1);
+    ck_assert_int_eq(d.heads[1], 2);
+    ck_assert_int_eq(d.transformer_layers[0], 2);
+    ck_assert_int_eq(d.up_transformer_layers[1], 2);
+    ck_assert_int_eq(d.layers_per_block[1], 1);
+    lc_unet *u = lc_unet_new(&d, w);
+    ck_assert_msg(u != NULL, "%s", lc_errmsg());
+    /* 2 blocks x (1 + 2 up) transformers, block 0 with 2 layers, + mid */
+    ck_assert_int_eq(lc_unet_num_sites(u), 2 * (2 * 1 + 1 * 1 + 2 * 2 + 1 * 2) + 2);
+    lc_tensor *x = lc_tensor_zeros(LC_F32, 4, (const int64_t[]){1, 4, 4, 4});
+    lc_tensor *ctx = lc_tensor_zeros(LC_F32, 3, (const int64_t[]){1, 3, 1024});
+    lc_tensor *t = lc_tensor_scalar_f32(3);
+    lc_tensor *y = lc_unet_forward(u, x, t, ctx, NULL);
+    ck_assert_msg(y != NULL, "%s", lc_errmsg());
+    ck_assert(isfinite(lt_max_abs(y)));
+    lc_tensor_free(x);
+    lc_tensor_free(ctx);
+    lc_tensor_free(t);
+    lc_tensor_free(y);
+    lc_unet_free(u);
+    lc_weights_free(w);
+}
+END_TEST
+
+START_TEST(thread_invariance)
+{
+    lc_unet *u = load_diffusers();
+    lc_st_file *g = golden();
+    lc_pool_init(1);
+    lc_tensor *a = case_forward(u, g, "unet/t1", NULL);
+    lc_pool_init(2);
+    lc_tensor *b = case_forward(u, g, "unet/t1", NULL);
+    ck_assert(a && b);
+    ck_assert_double_eq(lt_max_abs_diff(a, b), 0);
+    lc_tensor_free(a);
+    lc_tensor_free(b);
+    lc_st_close(g);
+    lc_unet_free(u);
+}
+END_TEST
+
 START_TEST(sd15_full_size)
 {
     lc_unet_config c;
@@ -610,6 +672,8 @@ static Suite *suite(void)
     tcase_add_test(tc, per_sample_timesteps);
     tcase_add_test(tc, odd_sizes);
     tcase_add_test(tc, missing_tensor);
+    tcase_add_test(tc, infer_sd2_style);
+    tcase_add_test(tc, thread_invariance);
     suite_add_tcase(s, tc);
     TCase *big = tcase_create("sd15");
     tcase_add_checked_fixture(big, setup, NULL);
