@@ -91,43 +91,54 @@ typedef struct {
         }                                                                                     \
     }
 
+/* Sum over [b, e) of v, v*v or (v-mean)^2 with four interleaved
+ * accumulators combined in a fixed order. */
+static double sum_run(const void *p, int is64, int64_t b, int64_t e, int mode, double m)
+{
+    double s[4] = {0, 0, 0, 0};
+    if (is64) {
+        const double *f = p;
+        switch (mode) {
+        case 0: SUMLOOP(v) break;
+        case 1: SUMLOOP(v * v) break;
+        default: SUMLOOP((v - m) * (v - m)) break;
+        }
+    } else {
+        const float *f = p;
+        switch (mode) {
+        case 0: SUMLOOP(v) break;
+        case 1: SUMLOOP(v * v) break;
+        default: SUMLOOP((v - m) * (v - m)) break;
+        }
+    }
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* first index of the extreme over [b, e) */
+static int64_t extreme_run(const void *p, int is64, int64_t b, int64_t e, int max, double *best_out)
+{
+    double best = ELEM(p, is64, b);
+    int64_t bi = b;
+    for (int64_t i = b + 1; i < e; i++) {
+        double v = ELEM(p, is64, i);
+        if (better(v, best, max)) {
+            best = v;
+            bi = i;
+        }
+    }
+    *best_out = best;
+    return bi;
+}
+
 static void all_chunk(void *ctx, int64_t cb, int64_t ce)
 {
     all_job *j = ctx;
     for (int64_t c = cb; c < ce; c++) {
         int64_t b = c * CHUNK, e = b + CHUNK < j->n ? b + CHUNK : j->n;
-        if (j->mode == 3) {
-            double best = ELEM(j->p, j->is64, b);
-            int64_t bi = b;
-            for (int64_t i = b + 1; i < e; i++) {
-                double v = ELEM(j->p, j->is64, i);
-                if (better(v, best, j->max)) {
-                    best = v;
-                    bi = i;
-                }
-            }
-            j->val[c] = best;
-            j->idx[c] = bi;
-            continue;
-        }
-        /* four interleaved accumulators, combined in a fixed order */
-        double s[4] = {0, 0, 0, 0}, m = j->mean;
-        if (j->is64) {
-            const double *f = j->p;
-            switch (j->mode) {
-            case 0: SUMLOOP(v) break;
-            case 1: SUMLOOP(v * v) break;
-            default: SUMLOOP((v - m) * (v - m)) break;
-            }
-        } else {
-            const float *f = j->p;
-            switch (j->mode) {
-            case 0: SUMLOOP(v) break;
-            case 1: SUMLOOP(v * v) break;
-            default: SUMLOOP((v - m) * (v - m)) break;
-            }
-        }
-        j->val[c] = (s[0] + s[1]) + (s[2] + s[3]);
+        if (j->mode == 3)
+            j->idx[c] = extreme_run(j->p, j->is64, b, e, j->max, &j->val[c]);
+        else
+            j->val[c] = sum_run(j->p, j->is64, b, e, j->mode, j->mean);
     }
 }
 
@@ -259,10 +270,49 @@ typedef struct {
     double *out;
 } dim_job;
 
+static void load_row(double *dst, const void *p, int is64, int64_t off, int64_t w)
+{
+    if (is64) {
+        memcpy(dst, (const double *)p + off, sizeof(double) * (size_t)w);
+    } else {
+        const float *f = (const float *)p + off;
+        for (int64_t k = 0; k < w; k++)
+            dst[k] = f[k];
+    }
+}
+
 static void dim_chunk(void *ctx, int64_t tb, int64_t te)
 {
     dim_job *j = ctx;
     double acc[IB], aux[IB];
+    if (j->inner == 1) {
+        /* each output reduces one contiguous row */
+        lc_redop op = j->op;
+        for (int64_t t = tb; t < te; t++) {
+            int64_t b = t * j->R, e = b + j->R;
+            double v, best;
+            if (is_extreme(op)) {
+                int64_t bi = extreme_run(j->p, j->is64, b, e, wants_max(op), &best);
+                v = op == LC_RARGMAX || op == LC_RARGMIN ? (double)(bi - b) : best;
+            } else if (op == LC_RNORM) {
+                v = sqrt(sum_run(j->p, j->is64, b, e, 1, 0));
+            } else {
+                v = sum_run(j->p, j->is64, b, e, 0, 0);
+                if (op != LC_RSUM)
+                    v = j->R ? v / (double)j->R : NAN;
+                if (op == LC_RVAR || op == LC_RSTD) {
+                    int64_t den = j->unbiased ? j->R - 1 : j->R;
+                    double ss = sum_run(j->p, j->is64, b, e, 2, v);
+                    v = den > 0 ? ss / (double)den : NAN;
+                    if (op == LC_RSTD)
+                        v = sqrt(v);
+                }
+            }
+            j->out[t] = v;
+        }
+        return;
+    }
+    double row[IB];
     for (int64_t t = tb; t < te; t++) {
         int64_t o = t / j->nblk, i0 = (t % j->nblk) * IB;
         int64_t w = j->inner - i0 < IB ? j->inner - i0 : IB;
@@ -270,28 +320,31 @@ static void dim_chunk(void *ctx, int64_t tb, int64_t te)
         lc_redop op = j->op;
         if (is_extreme(op)) {
             int max = wants_max(op);
-            for (int64_t k = 0; k < w; k++) {
-                acc[k] = ELEM(j->p, j->is64, base + k);
+            load_row(acc, j->p, j->is64, base, w);
+            for (int64_t k = 0; k < w; k++)
                 aux[k] = 0;
-            }
-            for (int64_t r = 1; r < j->R; r++)
-                for (int64_t k = 0; k < w; k++) {
-                    double v = ELEM(j->p, j->is64, base + r * j->inner + k);
-                    if (better(v, acc[k], max)) {
-                        acc[k] = v;
+            for (int64_t r = 1; r < j->R; r++) {
+                load_row(row, j->p, j->is64, base + r * j->inner, w);
+                for (int64_t k = 0; k < w; k++)
+                    if (better(row[k], acc[k], max)) {
+                        acc[k] = row[k];
                         aux[k] = (double)r;
                     }
-                }
+            }
             if (op == LC_RARGMAX || op == LC_RARGMIN)
                 memcpy(acc, aux, sizeof(double) * (size_t)w);
         } else {
             for (int64_t k = 0; k < w; k++)
                 acc[k] = 0;
-            for (int64_t r = 0; r < j->R; r++)
-                for (int64_t k = 0; k < w; k++) {
-                    double v = ELEM(j->p, j->is64, base + r * j->inner + k);
-                    acc[k] += op == LC_RNORM ? v * v : v;
-                }
+            for (int64_t r = 0; r < j->R; r++) {
+                load_row(row, j->p, j->is64, base + r * j->inner, w);
+                if (op == LC_RNORM)
+                    for (int64_t k = 0; k < w; k++)
+                        acc[k] += row[k] * row[k];
+                else
+                    for (int64_t k = 0; k < w; k++)
+                        acc[k] += row[k];
+            }
             if (op == LC_RNORM)
                 for (int64_t k = 0; k < w; k++)
                     acc[k] = sqrt(acc[k]);
@@ -301,11 +354,11 @@ static void dim_chunk(void *ctx, int64_t tb, int64_t te)
             if (op == LC_RVAR || op == LC_RSTD) {
                 for (int64_t k = 0; k < w; k++)
                     aux[k] = 0;
-                for (int64_t r = 0; r < j->R; r++)
-                    for (int64_t k = 0; k < w; k++) {
-                        double d = ELEM(j->p, j->is64, base + r * j->inner + k) - acc[k];
-                        aux[k] += d * d;
-                    }
+                for (int64_t r = 0; r < j->R; r++) {
+                    load_row(row, j->p, j->is64, base + r * j->inner, w);
+                    for (int64_t k = 0; k < w; k++)
+                        aux[k] += (row[k] - acc[k]) * (row[k] - acc[k]);
+                }
                 int64_t den = j->unbiased ? j->R - 1 : j->R;
                 for (int64_t k = 0; k < w; k++) {
                     double v = den > 0 ? aux[k] / (double)den : NAN;
