@@ -1,5 +1,7 @@
 /* Images: PNG/JPEG/PPM decoding (checked against hand-written PNGs and an
  * independent PPM copy), text chunks, corrupt input and atomic saves. */
+#include <png.h>
+
 #include "core/image.h"
 #include "files_util.h"
 
@@ -402,6 +404,51 @@ START_TEST(test_image_save_errors)
 }
 END_TEST
 
+/* Adam7-interlaced RGB written through libpng itself, with a text chunk
+ * after the image data: both the pixel and the text-only paths must walk
+ * all seven passes. */
+START_TEST(test_image_interlaced)
+{
+    make_tmpdir();
+    const int w = 13, h = 11;
+    unsigned char pix[11][13 * 3];
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w * 3; x++)
+            pix[y][x] = (unsigned char)(lcg() & 0xff);
+    FILE *f = fopen(tmp("il.png"), "wb");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    png_init_io(png, f);
+    png_set_IHDR(png, info, w, h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_ADAM7,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    png_bytep rows[11];
+    for (int y = 0; y < h; y++)
+        rows[y] = pix[y];
+    png_write_image(png, rows);
+    png_text txt = {.compression = PNG_TEXT_COMPRESSION_zTXt, .key = "late",
+                    .text = "after IDAT, compressed", .text_length = 22};
+    png_set_text(png, info, &txt, 1);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    fclose(f);
+    lc_tensor *t = lc_image_load_u8(tmp("il.png"));
+    ck_assert_msg(t != NULL, "%s", lc_errmsg());
+    ck_assert_int_eq(t->shape[0], h);
+    ck_assert_int_eq(t->shape[1], w);
+    ck_assert_int_eq(memcmp(lc_tensor_data(t), pix, sizeof pix), 0);
+    char **k, **v;
+    int n;
+    ck_assert_int_eq(lc_image_read_text(tmp("il.png"), &k, &v, &n), LC_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(k[0], "late");
+    ck_assert_str_eq(v[0], "after IDAT, compressed");
+    lc_image_text_free(k, v, n);
+    lc_tensor_free(t);
+    remove_tmpdir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("image");
@@ -409,6 +456,7 @@ int main(void)
     tcase_set_timeout(im, 60);
     tcase_add_test(im, test_image_real_files);
     tcase_add_test(im, test_image_png_variants);
+    tcase_add_test(im, test_image_interlaced);
     tcase_add_test(im, test_image_png_roundtrip);
     tcase_add_test(im, test_image_text);
     tcase_add_test(im, test_image_jpeg);
