@@ -39,7 +39,7 @@ for page in man1/lucid.1 man3/lucid-lua.3 man7/lucid-recipes.7; do
     [ -n "$(find "$stage" -path "*/man/$page")" ] && ok "man page $page" || not_ok "man page $page missing"
 done
 
-cd "$tmp"
+cd "$tmp" || exit 1
 out=$(LUCID_HOME="$home" "$bin" -e 'local c = require "lucid.core" print(require("lucid").version, c.paths.home)' 2>&1)
 [ "$out" = "$(printf '%s\t%s' "$("$bin" -e 'print(require"lucid".version)')" "$home")" ] &&
     ok "the staged lucid loads its modules from the staged data" || not_ok "staged run" "$out"
