@@ -64,9 +64,10 @@ static int l_tokenizer(lua_State *L)
 static int m_encode(lua_State *L)
 {
     lc_clip_tokenizer *t = check_tok(L, 1);
-    const char *text = luaL_checkstring(L, 2);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
     int max_len = (int)luaL_optinteger(L, 3, 0);
-    ll_push_tensor(L, lc_clip_encode_padded(t, text, max_len));
+    ll_push_tensor(L, lc_clip_encode_padded(t, text, len, max_len));
     return 1;
 }
 
@@ -75,7 +76,9 @@ static int m_encode_raw(lua_State *L)
     lc_clip_tokenizer *t = check_tok(L, 1);
     int32_t *ids;
     int n;
-    if (lc_clip_encode(t, luaL_checkstring(L, 2), &ids, &n) != LC_OK)
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    if (lc_clip_encode(t, text, len, &ids, &n) != LC_OK)
         ll_error(L);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
@@ -91,7 +94,9 @@ static int m_tokens(lua_State *L)
     lc_clip_tokenizer *t = check_tok(L, 1);
     const char **toks;
     int n;
-    if (lc_clip_tokens(t, luaL_checkstring(L, 2), &toks, &n) != LC_OK)
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    if (lc_clip_tokens(t, text, len, &toks, &n) != LC_OK)
         ll_error(L);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {

@@ -509,14 +509,20 @@ static int bpe_word(lc_clip_tokenizer *t, const unsigned char *bytes, size_t len
     return rc;
 }
 
+/* length of the literal at cp[i] or 0. The pattern is IGNORECASE and the
+ * text already lower-cased, so the one remaining case variant is U+017F
+ * (long s), which the regex module matches as s ("'\u017f" is a
+ * contraction token). */
 static int match_ascii(const uint32_t *cp, size_t n, size_t i, const char *lit)
 {
     size_t len = strlen(lit);
     if (i + len > n)
         return 0;
-    for (size_t k = 0; k < len; k++)
-        if (cp[i + k] != (unsigned char)lit[k])
+    for (size_t k = 0; k < len; k++) {
+        uint32_t c = cp[i + k] == 0x17F ? 's' : cp[i + k];
+        if (c != (unsigned char)lit[k])
             return 0;
+    }
     return (int)len;
 }
 
@@ -531,7 +537,7 @@ static int pretokenize(lc_clip_tokenizer *t, const uint32_t *cp, size_t n, outve
     int rc = LC_OK;
     for (size_t i = 0; i < n && rc == LC_OK;) {
         int c = lc_cu_class(cp[i]);
-        if (c == LC_CU_SPACE || c == LC_CU_CONTROL_SPACE) {
+        if (c == LC_CU_SPACE || c == LC_CU_NONE) { /* no alternative starts here */
             i++;
             continue;
         }
@@ -558,8 +564,7 @@ static int pretokenize(lc_clip_tokenizer *t, const uint32_t *cp, size_t n, outve
                 end = i + 1;
             } else {
                 while (end < n) {
-                    int ce = lc_cu_class(cp[end]);
-                    if (ce == LC_CU_LETTER || ce == LC_CU_NUMBER || ce == LC_CU_SPACE || ce == LC_CU_CONTROL_SPACE)
+                    if (lc_cu_class(cp[end]) != LC_CU_OTHER)
                         break;
                     end++;
                 }
@@ -596,15 +601,19 @@ static int encode_piece(lc_clip_tokenizer *t, const char *s, size_t len, outvec 
         size_t used;
         uint32_t cp = lc_utf8_get(u + i, len - i, &used);
         i += used;
-        int c = lc_cu_class(cp);
+        int props = lc_cu_props(cp);
         if (t->clean == LC_CLIP_CLEAN_HF) {
-            /* BasicTokenizer._clean_text and _tokenize_chinese_chars */
+            /* BasicTokenizer._clean_text (control characters go, whitespace
+             * becomes a space; str.split() later splits on any isspace())
+             * and _tokenize_chinese_chars */
             if (cp == 0 || cp == 0xFFFD)
                 continue;
-            if (cp == '\t' || cp == '\n' || cp == '\r' || c == LC_CU_SPACE) {
+            if (cp == '\t' || cp == '\n' || cp == '\r') {
                 rc = lc_u32_push(&raw, ' ');
-            } else if (c == LC_CU_CONTROL || c == LC_CU_CONTROL_SPACE) {
+            } else if (props & LC_CU_IS_C) {
                 continue;
+            } else if (props & LC_CU_ISSPACE) {
+                rc = lc_u32_push(&raw, ' ');
             } else if (lc_cu_is_cjk(cp)) {
                 rc = lc_u32_push(&raw, ' ');
                 if (rc == LC_OK)
@@ -615,7 +624,8 @@ static int encode_piece(lc_clip_tokenizer *t, const char *s, size_t len, outvec 
                 rc = lc_u32_push(&raw, cp);
             }
         } else {
-            rc = lc_u32_push(&raw, c == LC_CU_SPACE || c == LC_CU_CONTROL_SPACE ? ' ' : cp);
+            /* whitespace_clean: the regex module's \s+ becomes one space */
+            rc = lc_u32_push(&raw, (props & LC_CU_CLASS) == LC_CU_SPACE ? ' ' : cp);
         }
     }
     /* transformers normalises to NFC after cleaning (OpenAI's ftfy too) */
@@ -631,42 +641,43 @@ static int encode_piece(lc_clip_tokenizer *t, const char *s, size_t len, outvec 
     return rc;
 }
 
-static int encode_all(lc_clip_tokenizer *t, const char *text, outvec *o)
+static int encode_all(lc_clip_tokenizer *t, const char *text, size_t len, outvec *o)
 {
     int rc = LC_OK;
-    char *unescaped = NULL;
     if (t->clean == LC_CLIP_CLEAN_OPENAI) {
-        char *once = lc_html_unescape(text);
-        unescaped = once ? lc_html_unescape(once) : NULL;
+        size_t n1, n2;
+        char *once = lc_html_unescape(text, len, &n1);
+        char *twice = once ? lc_html_unescape(once, n1, &n2) : NULL;
         free(once);
-        if (!unescaped)
+        if (!twice)
             return LC_ERR;
-        rc = encode_piece(t, unescaped, strlen(unescaped), o);
-        free(unescaped);
+        rc = encode_piece(t, twice, n2, o);
+        free(twice);
         return rc;
     }
     /* transformers splits on the special tokens' text before anything else */
-    const char *p = text;
+    const char *p = text, *end = text + len;
+    size_t lb = strlen(t->bos_str), le = strlen(t->eos_str);
     while (rc == LC_OK) {
-        const char *b = strstr(p, t->bos_str), *e = strstr(p, t->eos_str);
+        const char *b = memmem(p, (size_t)(end - p), t->bos_str, lb);
+        const char *e = memmem(p, (size_t)(end - p), t->eos_str, le);
         const char *hit = b && (!e || b <= e) ? b : e;
-        size_t len = hit ? (size_t)(hit - p) : strlen(p);
-        rc = encode_piece(t, p, len, o);
+        rc = encode_piece(t, p, (size_t)((hit ? hit : end) - p), o);
         if (!hit || rc != LC_OK)
             break;
         push_special(t, o, hit == b ? t->bos : t->eos, &rc);
-        p = hit + strlen(hit == b ? t->bos_str : t->eos_str);
+        p = hit + (hit == b ? lb : le);
     }
     return rc;
 }
 
-int lc_clip_encode(lc_clip_tokenizer *t, const char *text, int32_t **ids, int *n)
+int lc_clip_encode(lc_clip_tokenizer *t, const char *text, size_t len, int32_t **ids, int *n)
 {
     outvec o = {0};
     int rc = LC_OK;
     push_special(t, &o, t->bos, &rc);
     if (rc == LC_OK)
-        rc = encode_all(t, text, &o);
+        rc = encode_all(t, text, len, &o);
     push_special(t, &o, t->eos, &rc);
     free(o.syms);
     if (rc != LC_OK) {
@@ -678,10 +689,11 @@ int lc_clip_encode(lc_clip_tokenizer *t, const char *text, int32_t **ids, int *n
     return LC_OK;
 }
 
-int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, const char ***tokens, int *n)
+int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, size_t len, const char ***tokens,
+                   int *n)
 {
     outvec o = {0};
-    int rc = encode_all(t, text, &o);
+    int rc = encode_all(t, text, len, &o);
     const char **list = rc == LC_OK ? malloc(((size_t)o.n + 1) * sizeof *list) : NULL;
     if (rc == LC_OK && !list)
         rc = lc_err("out of memory tokenizing");
@@ -698,7 +710,7 @@ int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, const char ***tokens,
     return LC_OK;
 }
 
-lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, int max_len)
+lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, size_t len, int max_len)
 {
     if (max_len <= 0)
         max_len = t->max_length;
@@ -708,7 +720,7 @@ lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, int max
     }
     int32_t *ids;
     int n;
-    if (lc_clip_encode(t, text, &ids, &n) != LC_OK)
+    if (lc_clip_encode(t, text, len, &ids, &n) != LC_OK)
         return NULL;
     int64_t shape[2] = {1, max_len};
     lc_tensor *out = lc_tensor_new(LC_I64, 2, shape);

@@ -38,17 +38,18 @@ void lc_clip_tokenizer_set_clean(lc_clip_tokenizer *t, lc_clip_clean mode);
  * tokenizer says 8192. LC_ERR if below 2. */
 int lc_clip_tokenizer_set_max_length(lc_clip_tokenizer *t, int max_length);
 
-/* BOS, the text's ids, EOS; no truncation or padding. *ids is malloc'd
- * (free() it). Returns LC_OK or LC_ERR. Any bytes are accepted: invalid
- * UTF-8 reads as U+FFFD. */
-int lc_clip_encode(lc_clip_tokenizer *t, const char *text, int32_t **ids, int *n);
+/* BOS, the text's ids, EOS; no truncation or padding. text is len bytes
+ * (NULs included). *ids is malloc'd (free() it). Returns LC_OK or LC_ERR.
+ * Any bytes are accepted: invalid UTF-8 reads as U+FFFD. */
+int lc_clip_encode(lc_clip_tokenizer *t, const char *text, size_t len, int32_t **ids, int *n);
 /* i64 [1, max_len]: truncated keeping EOS last, padded with the pad id.
  * max_len <= 0 uses the tokenizer's model_max_length. */
-lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, int max_len);
+lc_tensor *lc_clip_encode_padded(lc_clip_tokenizer *t, const char *text, size_t len, int max_len);
 /* The token strings of the text without BOS/EOS ("photo</w>", ...): an
  * array of *n strings owned by the tokenizer's vocabulary; free() only
  * the array. */
-int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, const char ***tokens, int *n);
+int lc_clip_tokens(lc_clip_tokenizer *t, const char *text, size_t len, const char ***tokens,
+                   int *n);
 /* Ids back to text as transformers' decode: "</w>" becomes a space, ends
  * trimmed, then " ," -> "," and the like when the config's
  * clean_up_tokenization_spaces is true (the default). skip_special drops

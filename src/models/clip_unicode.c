@@ -57,7 +57,7 @@ uint32_t lc_utf8_get(const unsigned char *s, size_t n, size_t *used)
 
 
 
-int lc_cu_class(uint32_t cp)
+int lc_cu_props(uint32_t cp)
 {
     int lo = 0, hi = (int)(sizeof clip_ucls_start / sizeof *clip_ucls_start) - 1;
     while (lo < hi) {
@@ -110,16 +110,31 @@ int lc_u32_push(lc_u32vec *a, uint32_t x)
     return LC_OK;
 }
 
-/* str.lower() over a code point array, with Python's final sigma rule
- * (approximated: cased = letter) */
+/* Python's Final_Sigma: cased (case-ignorable)* SIGMA, not followed by
+ * (case-ignorable)* cased */
+static int final_sigma(const uint32_t *in, size_t n, size_t i)
+{
+    size_t j = i;
+    int p = 0;
+    while (j > 0 && ((p = lc_cu_props(in[j - 1])) & LC_CU_CASE_IGNORABLE))
+        j--;
+    if (j == 0 || !(p & LC_CU_CASED))
+        return 0;
+    for (j = i + 1; j < n; j++) {
+        p = lc_cu_props(in[j]);
+        if (!(p & LC_CU_CASE_IGNORABLE))
+            return !(p & LC_CU_CASED);
+    }
+    return 1;
+}
+
+/* str.lower() over a code point array */
 int lc_cu_lower(const uint32_t *in, size_t n, lc_u32vec *out)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t cp = in[i];
         if (cp == 0x3A3) {
-            int before = i > 0 && lc_cu_class(in[i - 1]) == LC_CU_LETTER;
-            int after = i + 1 < n && lc_cu_class(in[i + 1]) == LC_CU_LETTER;
-            if (lc_u32_push(out, before && !after ? 0x3C2 : 0x3C3) != LC_OK)
+            if (lc_u32_push(out, final_sigma(in, n, i) ? 0x3C2 : 0x3C3) != LC_OK)
                 return LC_ERR;
             continue;
         }
@@ -140,52 +155,65 @@ int lc_cu_lower(const uint32_t *in, size_t n, lc_u32vec *out)
 
 /* html.unescape for numeric references and the common named ones (amp,
  * lt, gt, quot, apos, nbsp; the legacy ones also without ';'). */
-char *lc_html_unescape(const char *s)
+static int hex_digit(int c)
 {
-    size_t n = strlen(s);
+    return c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+}
+
+char *lc_html_unescape(const char *s, size_t n, size_t *out_len)
+{
+    /* every reference is at least as long as its UTF-8 (&#1; -> 1 byte) */
     char *out = lc_malloc(n + 1, "tokenizer text");
     if (!out)
         return NULL;
     static const struct {
         const char *name;
         uint32_t cp;
-        int legacy;
-    } named[] = {{"amp", '&', 1}, {"lt", '<', 1},  {"gt", '>', 1},
-                 {"quot", '"', 1}, {"apos", '\'', 0}, {"nbsp", 0xA0, 1}};
+        int legacy; /* also valid without the ';' */
+    } named[] = {{"amp", '&', 1},   {"lt", '<', 1},     {"gt", '>', 1},
+                 {"quot", '"', 1},  {"apos", '\'', 0}, {"nbsp", 0xA0, 1}};
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         if (s[i] != '&') {
             out[o++] = s[i++];
             continue;
         }
-        const char *p = s + i + 1;
-        if (*p == '#') {
-            int hex = p[1] == 'x' || p[1] == 'X';
-            const char *d = p + 1 + hex;
+        size_t j = i + 1;
+        if (j < n && s[j] == '#') {
+            int hex = j + 1 < n && (s[j + 1] == 'x' || s[j + 1] == 'X');
+            size_t d = j + 1 + (size_t)hex;
             uint32_t v = 0;
-            int nd = 0;
-            while ((hex ? strchr("0123456789abcdefABCDEF", *d) : strchr("0123456789", *d)) && *d) {
-                int dv = *d <= '9' ? *d - '0' : (*d | 32) - 'a' + 10;
-                v = v > 0x10FFFF ? v : v * (hex ? 16 : 10) + (uint32_t)dv;
-                d++;
-                nd++;
+            size_t nd = 0;
+            for (; d < n; d++, nd++) {
+                int dv = hex ? hex_digit((unsigned char)s[d])
+                             : (s[d] >= '0' && s[d] <= '9' ? s[d] - '0' : -1);
+                if (dv < 0)
+                    break;
+                if (v <= 0x10FFFF)
+                    v = v * (hex ? 16u : 10u) + (uint32_t)dv;
             }
             if (nd > 0) {
-                if (*d == ';')
+                if (d < n && s[d] == ';')
                     d++;
                 if (v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
                     v = 0xFFFD;
-                o += lc_utf8_put(out + o, v);
-                i = (size_t)(d - s);
-                continue;
+                size_t w = lc_utf8_put(out + o, v);
+                if (w <= d - i) { /* always true for the forms above; be safe */
+                    o += w;
+                    i = d;
+                    continue;
+                }
             }
         } else {
             int done = 0;
             for (size_t k = 0; k < sizeof named / sizeof *named && !done; k++) {
                 size_t len = strlen(named[k].name);
-                if (strncmp(p, named[k].name, len) == 0 && (p[len] == ';' || named[k].legacy)) {
+                if (j + len > n || memcmp(s + j, named[k].name, len) != 0)
+                    continue;
+                int semi = j + len < n && s[j + len] == ';';
+                if (semi || named[k].legacy) {
                     o += lc_utf8_put(out + o, named[k].cp);
-                    i += 1 + len + (p[len] == ';');
+                    i = j + len + (size_t)semi;
                     done = 1;
                 }
             }
@@ -195,6 +223,7 @@ char *lc_html_unescape(const char *s)
         out[o++] = s[i++];
     }
     out[o] = 0;
+    *out_len = o;
     return out;
 }
 
