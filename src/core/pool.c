@@ -1,6 +1,7 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@ static struct {
     /* the generation when the workers were started: a worker that first
      * runs after a job was posted must still see that job as new */
     uint64_t spawn_generation;
+    /* threads do not survive fork(): a child (Check's fork mode, a batch
+     * worker) sees a pool whose workers are gone and restarts it */
+    pid_t owner;
     lc_range_fn fn;
     void *ctx;
     int64_t n, grain, nchunks;
@@ -91,8 +95,18 @@ int lc_pool_init(int n)
         n = 1;
     if (n > LC_MAX_THREADS)
         n = LC_MAX_THREADS;
-    if (pool.nthreads > 1)
+    if (pool.nthreads > 1 && pool.owner == getpid())
         lc_pool_shutdown();
+    if (pool.owner != getpid()) {
+        /* inherited from a parent process: its workers are not ours; start
+         * from fresh synchronisation state */
+        pthread_mutex_init(&pool.mu, NULL);
+        pthread_cond_init(&pool.work_cv, NULL);
+        pthread_cond_init(&pool.done_cv, NULL);
+        pool.shutting_down = 0;
+        pool.nthreads = 1;
+    }
+    pool.owner = getpid();
     pool.spawn_generation = pool.generation;
     for (int i = 1; i < n; i++) {
         if (pthread_create(&pool.threads[i], NULL, worker, (void *)(intptr_t)i) != 0) {
@@ -133,6 +147,8 @@ int lc_parallel_for(int64_t n, int64_t grain, lc_range_fn fn, void *ctx)
     if (grain < 1)
         grain = 1;
     int64_t nchunks = (n + grain - 1) / grain;
+    if (pool.nthreads > 1 && pool.owner != getpid() && lc_pool_init(pool.nthreads) != LC_OK)
+        return LC_ERR;
     if (pool.nthreads == 1 || nchunks == 1 || in_task) {
         for (int64_t c = 0; c < nchunks; c++) {
             if (lc_interrupted())
