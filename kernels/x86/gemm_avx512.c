@@ -80,21 +80,26 @@ static void kernel_14x32(int64_t kc, const float *ap, const float *bp, float *c,
         tile(1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
 }
 
-/* In-register transpose of a 16x16 block: r[i] row i in, column i out. */
-static inline void transpose16(__m512 r[16])
+/* In-register transpose of a 16x16 block: r[i] row i in, column i out.
+ * Every loop is unrolled so the arrays stay in registers (rolled, GCC keeps
+ * them on the stack and the packing runs at a third of the speed). */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
 {
     __m512 t[16];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
     /* r[4g + c], 128-bit lane L: rows 4g..4g+3 of column 4L + c */
+#pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
         r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
         r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
         r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
         r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
+#pragma GCC unroll 4
     for (int cc = 0; cc < 4; cc++) {
         __m512 u0 = _mm512_shuffle_f32x4(r[cc], r[4 + cc], 0x88);
         __m512 u1 = _mm512_shuffle_f32x4(r[cc], r[4 + cc], 0xDD);
@@ -105,6 +110,7 @@ static inline void transpose16(__m512 r[16])
         t[4 + cc] = _mm512_shuffle_f32x4(u1, u3, 0x88);
         t[12 + cc] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
     }
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i++)
         r[i] = t[i];
 }
@@ -120,6 +126,7 @@ static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int
             int pn = (int)(kc - p0 < 16 ? kc - p0 : 16);
             __mmask16 lmask = lanes(pn);
             __m512 v[16];
+#pragma GCC unroll 16
             for (int q = 0; q < 16; q++) {
                 if (r0 + q < rows) {
                     const float *s = src + (r0 + q) * ld + p0;
@@ -132,8 +139,10 @@ static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int
                 }
             }
             transpose16(v);
-            for (int q = 0; q < pn; q++)
-                _mm512_mask_storeu_ps(dst + (p0 + q) * w + r0, smask, v[q]);
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++) /* fixed trip count: v stays in registers */
+                if (q < pn)
+                    _mm512_mask_storeu_ps(dst + (p0 + q) * w + r0, smask, v[q]);
         }
     }
 }
