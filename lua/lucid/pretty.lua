@@ -72,6 +72,10 @@ function M.tensor(t)
   local n = t:numel()
   local head = "tensor " .. shape_str(shape) .. " " .. dtype
   if n == 0 then return head .. "  (empty)" end
+  if #shape == 0 then
+    local ok3, v = pcall(t.item, t)
+    return head .. "  " .. (ok3 and num(v) or "?")
+  end
   local values
   local mn, mx, mean
   if n <= M.small then

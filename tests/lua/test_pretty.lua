@@ -25,6 +25,12 @@ T.case("3-d tensors separate their blocks with a blank line", function()
     " [[0 0]]]")
 end)
 
+T.case("0-d tensors print their value on the summary line", function()
+  local t = lucid.tensor{2.5, 4}:narrow(1, 2, 1):squeeze(1)
+  T.eq(#t:shape(), 0)
+  T.eq(pretty.format(t), "tensor [] f32  4")
+end)
+
 T.case("empty, freed and other dtypes", function()
   T.eq(pretty.format(lucid.zeros{0, 3}), "tensor [0,3] f32  (empty)")
   local t = lucid.ones{2}
