@@ -11,6 +11,11 @@ local schedulers = require "lucid.schedulers"
 --- lucid.scheduler(name, config_or_pipe, overrides) -> scheduler
 lucid.scheduler = schedulers.new
 lucid.schedulers = schedulers
+local pipeline = require "lucid.pipeline"
+--- lucid.load(path, opts) -> pipe;  lucid.taesd(dir) -> tiny autoencoder
+lucid.load = pipeline.load
+lucid.taesd = pipeline.taesd
+lucid.pipeline = pipeline
 -- print(t) / tostring(t) show shape, dtype and statistics
 require("lucid.pretty").install()
 

@@ -1,0 +1,152 @@
+-- lucid.load, pipe.text_encoder, pipe.vae, pipe:encode_prompt and TAESD
+-- through the API.md names, against the tiny-a golden outputs in both
+-- checkpoint layouts; loading errors; TAESD round trip on a real photo.
+local T = require "testlib"
+local lucid = require "lucid"
+
+local DIR = T.data("golden/tiny-a")
+local LDM = DIR .. "/model_ldm.safetensors"
+local G = lucid.safetensors.load(DIR .. "/golden.safetensors")
+
+-- max|a-b| <= 1e-4 max|ref|, printed
+local function close(what, got, ref)
+  local d, m = T.maxdiff(got, ref), ref:abs():max():item()
+  print(string.format("  %-44s max|diff| %.3g  max|ref| %.3g", what, d, m))
+  T.truthy(d <= 1e-4 * m, what .. ": max abs diff " .. d .. " > 1e-4 * " .. m)
+end
+
+local pipes = {
+  diffusers = lucid.load(DIR),
+  ldm = lucid.load(LDM, {config = DIR}),
+}
+
+for layout, pipe in pairs(pipes) do
+  T.case(layout .. ": text encoder golden (last hidden, pooled, clip skip 1)", function()
+    for k = 0, 1 do
+      local p = "text_encoder/" .. k .. "/"
+      local ids = G[p .. "input_ids"]
+      close(layout .. " " .. p .. "forward", pipe.text_encoder:forward(ids), G[p .. "last_hidden_state"])
+      local h, pooled = pipe.text_encoder:forward_all(ids)
+      close(layout .. " " .. p .. "last_hidden_state", h, G[p .. "last_hidden_state"])
+      close(layout .. " " .. p .. "pooler_output", pooled, G[p .. "pooler_output"])
+      close(layout .. " " .. p .. "clip_skip1", pipe.text_encoder:forward(ids, {clip_skip = 1}),
+            G[p .. "clip_skip1"])
+    end
+  end)
+
+  T.case(layout .. ": encode_prompt = tokenizer + text encoder", function()
+    local e = pipe:encode_prompt("a painting of a fox in the snow, trending on artstation")
+    T.eq(e:shape()[2], 77); T.eq(e:shape()[3], 32)
+    close(layout .. " encode_prompt", e, G["text_encoder/1/last_hidden_state"])
+    close(layout .. " encode_prompt clip_skip 1",
+          pipe:encode_prompt("a photo of a cat", {clip_skip = 1}), G["text_encoder/0/clip_skip1"])
+  end)
+
+  T.case(layout .. ": vae golden (moments, decode, scaling)", function()
+    local vae = pipe.vae
+    T.near(vae.scaling_factor, 0.18215, 1e-9)
+    local img01 = (G["vae/image"] + 1) / 2 -- golden images are in [-1,1]
+    local mean, logvar = vae:encode_moments(img01)
+    close(layout .. " vae/mean", mean, G["vae/mean"])
+    close(layout .. " vae/logvar", logvar, G["vae/logvar"])
+    close(layout .. " vae:encode = mean * scaling_factor", vae:encode(img01),
+          G["vae/mean"] * 0.18215)
+    close(layout .. " vae/decode_out", vae:decode_raw(G["vae/decode_in"]), G["vae/decode_out"])
+    local img = vae:decode(G["vae/decode_in"] * 0.18215)
+    close(layout .. " vae:decode in [0,1]", img, ((G["vae/decode_out"] + 1) / 2):clamp(0, 1))
+    T.truthy(img:min():item() >= 0 and img:max():item() <= 1)
+  end)
+end
+
+T.case("single file without a config folder: VAE inferred, SD 1.x scheduler defaults", function()
+  local p = lucid.load(LDM, {unet = false})
+  T.eq(p.config.vae.latent_channels, 4)
+  T.eq(#p.config.vae.block_out_channels, 4)
+  close("inferred vae/decode_out", p.vae:decode_raw(G["vae/decode_in"]), G["vae/decode_out"])
+  T.eq(p.scheduler_config._class_name, "PNDMScheduler")
+  T.eq(p.scheduler_config.steps_offset, 1)
+  T.eq(p.config.text_encoder.num_hidden_layers, 2)
+  T.eq(p.config.text_encoder.hidden_size, 32)
+  -- the bundled CLIP vocabulary serves single files
+  T.eq(p.tokenizer:encode("a photo of a cat"):shape()[2], 77)
+end)
+
+T.case("pipe.config and scheduler_config from the folder", function()
+  local p = pipes.diffusers
+  T.eq(p.config.model_index._class_name, "StableDiffusionPipeline")
+  T.eq(p.config.unet.cross_attention_dim, 32)
+  T.eq(p.scheduler_config.beta_schedule, "scaled_linear")
+  T.eq(p.vae_scale_factor, 8)
+end)
+
+-- copy of the single file with edits, written with lucid.safetensors.save
+local function edited_copy(edit)
+  local t = lucid.safetensors.load(LDM)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  edit(out)
+  local path = os.tmpname() .. ".safetensors"
+  lucid.safetensors.save(path, out)
+  return path
+end
+
+T.case("missing tensor reported by name with its expected shape", function()
+  local path = edited_copy(function(t)
+    t["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = nil
+  end)
+  T.raises(function() lucid.load(path, {config = DIR}) end,
+           "text encoder: missing tensor text_model.final_layer_norm.weight (expected [32])")
+  os.remove(path)
+  path = edited_copy(function(t) t["first_stage_model.decoder.conv_out.weight"] = nil end)
+  T.raises(function() lucid.load(path, {config = DIR}) end,
+           "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
+  os.remove(path)
+end)
+
+T.case("unexpected and mis-shaped tensors reported by name", function()
+  local path = edited_copy(function(t)
+    t["first_stage_model.encoder.mid.attn_1.extra.weight"] = lucid.zeros({2})
+  end)
+  T.raises(function() lucid.load(path, {config = DIR}) end,
+           "vae: unexpected tensor encoder.mid.attn_1.extra.weight [2]") -- unknown: ldm name kept
+  os.remove(path)
+  path = edited_copy(function(t)
+    t["cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc1.bias"] = lucid.zeros({3})
+  end)
+  T.raises(function() lucid.load(path, {config = DIR}) end,
+           "text_model.encoder.layers.1.mlp.fc1.bias: shape [3], expected [64]")
+  os.remove(path)
+end)
+
+T.case("a file of another family says what it is not", function()
+  T.raises(function() lucid.load(DIR .. "/vae/diffusion_pytorch_model.safetensors") end,
+           "diffusion_pytorch_model.safetensors: not a Stable Diffusion checkpoint: no " ..
+           "model.diffusion_model.* tensors (it looks like a VAE-only file)")
+  T.raises(function() lucid.load(DIR .. "/unet/diffusion_pytorch_model.safetensors") end,
+           "not a Stable Diffusion checkpoint: no model.diffusion_model.* tensors (it looks " ..
+           "like a diffusers UNet-only file")
+  local path = os.tmpname() .. ".safetensors"
+  lucid.safetensors.save(path, {a = lucid.zeros({2, 2}), b = lucid.zeros({3})})
+  T.raises(function() lucid.load(path) end, "not a Stable Diffusion checkpoint")
+  os.remove(path)
+  T.raises(function() lucid.load(DIR .. "/tokenizer") end, "no model_index.json")
+  T.raises(function() lucid.load(DIR .. "/nothing-here") end, "no such file or directory")
+end)
+
+T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
+  local im = lucid.image.load(T.data("test_images/astronaut.png")) -- [1,3,512,512]
+  local x = im:view({1, 3, 256, 2, 256, 2}):mean(6):mean(4) -- 2x2 box downscale
+  local taesd = pipes.diffusers.taesd -- lazily loaded bundled weights
+  local z = taesd:encode(x)
+  T.eq(z:shape()[2], 4); T.eq(z:shape()[3], 32); T.eq(z:shape()[4], 32)
+  local y = taesd:decode(z)
+  T.eq(y:shape()[3], 256); T.eq(y:shape()[4], 256)
+  T.truthy(y:min():item() >= 0 and y:max():item() <= 1, "decoded image in [0,1]")
+  local mse = ((y - x) * (y - x)):mean():item()
+  local psnr = -10 * math.log10(mse)
+  print(string.format("  TAESD astronaut 256x256 round trip PSNR %.2f dB", psnr))
+  T.truthy(psnr > 20, "PSNR " .. psnr)
+  T.raises(function() taesd:encode(lucid.zeros({1, 3, 20, 16})) end, "multiples of 8")
+end)
+
+T.done()
