@@ -1,6 +1,7 @@
 /* lucid.tokenizer(dir, opts) -> CLIP tokenizer object:
  *   tok:encode(text, max_len)  i64 tensor [1, max_len] (the model's 77 by
- *                              default), truncated keeping EOS, padded
+ *                              default), truncated keeping EOS, padded; a
+ *                              list of texts gives [#texts, max_len]
  *   tok:encode_raw(text)       list of ids with BOS/EOS, no limit
  *   tok:tokens(text)           list of token strings ("cat</w>")
  *   tok:decode(ids, skip_special)  list or tensor of ids -> text
@@ -61,13 +62,39 @@ static int l_tokenizer(lua_State *L)
     return 1;
 }
 
+/* tok:encode(text or {texts...}, max_len) -> i64 [1 or #texts, max_len] */
 static int m_encode(lua_State *L)
 {
     lc_clip_tokenizer *t = check_tok(L, 1);
-    size_t len;
-    const char *text = luaL_checklstring(L, 2, &len);
     int max_len = (int)luaL_optinteger(L, 3, 0);
-    ll_push_tensor(L, lc_clip_encode_padded(t, text, len, max_len));
+    if (!lua_istable(L, 2)) {
+        size_t len;
+        const char *text = luaL_checklstring(L, 2, &len);
+        ll_push_tensor(L, lc_clip_encode_padded(t, text, len, max_len));
+        return 1;
+    }
+    int n = (int)lua_objlen(L, 2);
+    if (n < 1)
+        return luaL_argerror(L, 2, "expected a non-empty list of strings");
+    if (max_len <= 0)
+        max_len = lc_clip_tokenizer_info(t).max_length;
+    int64_t shape[2] = {n, max_len};
+    ll_push_tensor(L, lc_tensor_new(LC_I64, 2, shape));
+    lc_tensor *out = ll_check_tensor(L, -1);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "encode: entry %d of the list is not a string", i + 1);
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len);
+        lc_tensor *row = lc_clip_encode_padded(t, text, len, max_len);
+        if (!row)
+            return ll_error(L);
+        memcpy((int64_t *)lc_tensor_data(out) + (size_t)i * (size_t)max_len, lc_tensor_data(row),
+               sizeof(int64_t) * (size_t)max_len);
+        lc_tensor_free(row);
+        lua_pop(L, 1);
+    }
     return 1;
 }
 

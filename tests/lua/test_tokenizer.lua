@@ -19,6 +19,16 @@ T.case("encode pads to the model length with the model's pad token", function()
   T.eq(info.max_length, 77); T.eq(info.vocab_size, 49408)
 end)
 
+T.case("a list of prompts encodes to one row each", function()
+  local tok = lucid.tokenizer(dir)
+  local ids = tok:encode({"a photo of a cat", ""})
+  T.eq(ids:shape()[1], 2); T.eq(ids:shape()[2], 77)
+  for i = 1, #CAT do T.eq(ids:get(1, i), CAT[i]) end
+  T.eq(ids:get(2, 1), 49406); T.eq(ids:get(2, 2), 49407); T.eq(ids:get(2, 77), 49407)
+  T.raises(function() tok:encode({"a", 5}) end, "entry 2")
+  T.raises(function() tok:encode({}) end, "non-empty")
+end)
+
 T.case("encode_raw and tokens", function()
   local tok = lucid.tokenizer(dir)
   local raw = tok:encode_raw("A Photo Of A CAT!!!")
