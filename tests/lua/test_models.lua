@@ -133,6 +133,60 @@ T.case("a file of another family says what it is not", function()
   T.raises(function() lucid.load(DIR .. "/nothing-here") end, "no such file or directory")
 end)
 
+-- The tiny single file rewritten with SD 2.x's OpenCLIP text-tower layout
+-- (q/k/v stacked into in_proj, open_clip names, one more resblock that
+-- diffusers drops, projection/logit_scale that the text encoder ignores).
+local function openclip_copy()
+  local src = lucid.safetensors.load(LDM)
+  local out, P, O = {}, "cond_stage_model.transformer.text_model.", "cond_stage_model.model."
+  local ren = {layer_norm1 = "ln_1", layer_norm2 = "ln_2", ["mlp.fc1"] = "mlp.c_fc",
+               ["mlp.fc2"] = "mlp.c_proj", ["self_attn.out_proj"] = "attn.out_proj"}
+  for k, v in pairs(src) do
+    if k:sub(1, #P) ~= P then
+      out[k] = v
+    else
+      local r = k:sub(#P + 1)
+      local i, mod, wb = r:match("^encoder%.layers%.(%d+)%.(.+)%.(%a+)$")
+      if r == "embeddings.token_embedding.weight" then out[O .. "token_embedding.weight"] = v
+      elseif r == "embeddings.position_embedding.weight" then out[O .. "positional_embedding"] = v
+      elseif r:match("^final_layer_norm") then out[O .. r:gsub("^final_layer_norm", "ln_final")] = v
+      elseif ren[mod] then out[O .. "transformer.resblocks." .. i .. "." .. ren[mod] .. "." .. wb] = v
+      elseif mod == "self_attn.q_proj" then
+        local L = P .. "encoder.layers." .. i .. ".self_attn."
+        out[O .. "transformer.resblocks." .. i .. ".attn.in_proj_" .. wb] = lucid.cat(
+          {src[L .. "q_proj." .. wb], src[L .. "k_proj." .. wb], src[L .. "v_proj." .. wb]}, 1)
+      end
+    end
+  end
+  -- an extra last block (SD 2.x conditions on the penultimate layer)
+  for k, v in pairs(out) do
+    if k:match("resblocks%.0%.") then out[k:gsub("resblocks%.0%.", "resblocks.2.")] = v:clone() end
+  end
+  out[O .. "text_projection"] = lucid.zeros({32, 32})
+  out[O .. "logit_scale"] = lucid.zeros({1})
+  local path = os.tmpname() .. ".safetensors"
+  lucid.safetensors.save(path, out)
+  return path
+end
+
+T.case("SD 2.x OpenCLIP text tower layout (single file)", function()
+  local path = openclip_copy()
+  -- with the folder's config (quick_gelu, 4 heads) the outputs are the golden ones
+  local p = lucid.load(path, {config = DIR, unet = false})
+  T.eq(p.text_encoder:config().num_hidden_layers, 2)
+  local ids = G["text_encoder/1/input_ids"]
+  close("openclip layout last_hidden_state", p.text_encoder:forward(ids),
+        G["text_encoder/1/last_hidden_state"])
+  close("openclip layout clip_skip1", p.text_encoder:forward(ids, {clip_skip = 1}),
+        G["text_encoder/1/clip_skip1"])
+  -- inferred: GELU, the last block dropped, SD 2.x scheduler defaults
+  local q = lucid.load(path, {unet = false})
+  T.eq(q.config.text_encoder.hidden_act, "gelu")
+  T.eq(q.config.text_encoder.num_hidden_layers, 2)
+  T.eq(q.scheduler_config.prediction_type, "v_prediction")
+  os.remove(path)
+end)
+
 T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
   local im = lucid.image.load(T.data("test_images/astronaut.png")) -- [1,3,512,512]
   local x = im:view({1, 3, 256, 2, 256, 2}):mean(6):mean(4) -- 2x2 box downscale
