@@ -2,6 +2,7 @@
  * config parsing and inference, the ldm key map, hooks, residuals,
  * per-sample timesteps, and the full-size SD 1.5 architecture. */
 #include <time.h>
+#include <unistd.h>
 
 #include "core/safetensors.h"
 #include "models/hooks.h"
@@ -597,6 +598,119 @@ START_TEST(infer_sd2_style)
 }
 END_TEST
 
+/* diffusers name -> CompVis/ldm name for a UNet with L layers per block,
+ * written from the ldm layout (input_blocks: conv_in, then per level L
+ * resnet[+attention] entries and a downsampler; output_blocks: L+1 entries
+ * per level, the upsampler last) */
+static int to_ldm(const char *n, int L, const lc_unet_config *c, char *out, size_t len)
+{
+    static const char *res_d[] = {"norm1.", "conv1.", "norm2.", "conv2.", "time_emb_proj.", "conv_shortcut."};
+    static const char *res_l[] = {"in_layers.0.", "in_layers.2.", "out_layers.0.", "out_layers.3.", "emb_layers.1.", "skip_connection."};
+    int b, l, k;
+    char rest[200], rr[220];
+#define RES(r) \
+    for (k = 0; k < 6; k++) \
+        if (strncmp(r, res_d[k], strlen(res_d[k])) == 0) { \
+            snprintf(rr, sizeof rr, "%s%s", res_l[k], r + strlen(res_d[k])); \
+            break; \
+        } \
+    ck_assert_int_lt(k, 6)
+    if (sscanf(n, "down_blocks.%d.resnets.%d.%199s", &b, &l, rest) == 3) {
+        RES(rest);
+        return snprintf(out, len, "input_blocks.%d.0.%s", 1 + b * (L + 1) + l, rr);
+    }
+    if (sscanf(n, "down_blocks.%d.attentions.%d.%199s", &b, &l, rest) == 3)
+        return snprintf(out, len, "input_blocks.%d.1.%s", 1 + b * (L + 1) + l, rest);
+    if (sscanf(n, "down_blocks.%d.downsamplers.0.conv.%199s", &b, rest) == 2)
+        return snprintf(out, len, "input_blocks.%d.0.op.%s", (b + 1) * (L + 1), rest);
+    if (sscanf(n, "up_blocks.%d.resnets.%d.%199s", &b, &l, rest) == 3) {
+        RES(rest);
+        return snprintf(out, len, "output_blocks.%d.0.%s", b * (L + 1) + l, rr);
+    }
+    if (sscanf(n, "up_blocks.%d.attentions.%d.%199s", &b, &l, rest) == 3)
+        return snprintf(out, len, "output_blocks.%d.1.%s", b * (L + 1) + l, rest);
+    if (sscanf(n, "up_blocks.%d.upsamplers.0.conv.%199s", &b, rest) == 2)
+        return snprintf(out, len, "output_blocks.%d.%d.conv.%s", b * (L + 1) + L, c->up_cross[b] ? 2 : 1, rest);
+    if (sscanf(n, "mid_block.resnets.%d.%199s", &l, rest) == 2) {
+        RES(rest);
+        return snprintf(out, len, "middle_block.%d.%s", l ? 2 : 0, rr);
+    }
+    if (sscanf(n, "mid_block.attentions.0.%199s", rest) == 1)
+        return snprintf(out, len, "middle_block.1.%s", rest);
+    static const char *top_d[] = {"conv_in.", "time_embedding.linear_1.", "time_embedding.linear_2.", "conv_norm_out.", "conv_out."};
+    static const char *top_l[] = {"input_blocks.0.0.", "time_embed.0.", "time_embed.2.", "out.0.", "out.2."};
+    for (k = 0; k < 5; k++)
+        if (strncmp(n, top_d[k], strlen(top_d[k])) == 0)
+            return snprintf(out, len, "%s%s", top_l[k], n + strlen(top_d[k]));
+    ck_abort_msg("no ldm name for %s", n);
+    return 0;
+#undef RES
+}
+
+START_TEST(ldm_four_levels)
+{
+    /* SD 1.x's block layout at small widths: 4 levels, attention in the
+     * first three down and last three up blocks, 8 heads */
+    const char *js = "{\"block_out_channels\": [32, 32, 64, 64], \"cross_attention_dim\": 24,"
+                     "\"attention_head_dim\": 8, \"layers_per_block\": 2}";
+    lc_unet_config c, d;
+    ck_assert_msg(lc_unet_config_parse(&c, js, "sd1-like") == LC_OK, "%s", lc_errmsg());
+    lc_weights *w = lc_unet_random_weights(&c, 11);
+    ck_assert_msg(w != NULL, "%s", lc_errmsg());
+    int n = lc_weights_count(w);
+    char **names = calloc((size_t)n, sizeof *names);
+    lc_tensor **ts = calloc((size_t)n, sizeof *ts);
+    for (int i = 0; i < n; i++) {
+        char buf[300], full[340];
+        to_ldm(lc_weights_name(w, i), 2, &c, buf, sizeof buf);
+        snprintf(full, sizeof full, "model.diffusion_model.%s", buf);
+        names[i] = strdup(full);
+        ts[i] = lc_weights_get(w, lc_weights_name(w, i));
+    }
+    char path[] = "/tmp/check_unet_ldm_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_msg(lc_st_save(path, n, (const char *const *)names, ts, 0, NULL, NULL) == LC_OK, "%s",
+                  lc_errmsg());
+    ck_assert_msg(lc_unet_config_from_ldm(&d, path, NULL) == LC_OK, "%s", lc_errmsg());
+    same_except_heads(&c, &d);
+    ck_assert_int_eq(d.heads[0], 8);
+    lc_unet_ldm_map m;
+    ck_assert_int_eq(lc_unet_ldm_map_init(&m, path, NULL), LC_OK);
+    lc_weights *w2 = lc_weights_new();
+    ck_assert_msg(lc_weights_load(w2, path, "model.diffusion_model.", lc_unet_ldm_key_map, &m) == LC_OK,
+                  "%s", lc_errmsg());
+    unlink(path);
+    lc_unet *a = lc_unet_new(&c, w), *b = lc_unet_new(&d, w2);
+    ck_assert_msg(a && b, "%s", lc_errmsg());
+    lc_tensor *x = lc_tensor_zeros(LC_F32, 4, (const int64_t[]){1, 4, 8, 8});
+    for (int64_t i = 0; i < 256; i++)
+        lc_tensor_set(x, i, sin(0.3 * (double)i));
+    lc_tensor *ctx = lc_tensor_zeros(LC_F32, 3, (const int64_t[]){1, 5, 24});
+    for (int64_t i = 0; i < 120; i++)
+        lc_tensor_set(ctx, i, cos(0.2 * (double)i));
+    lc_tensor *t = lc_tensor_scalar_f32(250);
+    lc_tensor *ya = lc_unet_forward(a, x, t, ctx, NULL), *yb = lc_unet_forward(b, x, t, ctx, NULL);
+    ck_assert_msg(ya && yb, "%s", lc_errmsg());
+    ck_assert_double_eq(lt_max_abs_diff(ya, yb), 0);
+    ck_assert_double_gt(lt_max_abs(ya), 0);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(ts);
+    lc_tensor_free(x);
+    lc_tensor_free(ctx);
+    lc_tensor_free(t);
+    lc_tensor_free(ya);
+    lc_tensor_free(yb);
+    lc_unet_free(a);
+    lc_unet_free(b);
+    lc_weights_free(w);
+    lc_weights_free(w2);
+}
+END_TEST
+
 START_TEST(thread_invariance)
 {
     lc_unet *u = load_diffusers();
@@ -674,6 +788,7 @@ static Suite *suite(void)
     tcase_add_test(tc, missing_tensor);
     tcase_add_test(tc, infer_sd2_style);
     tcase_add_test(tc, thread_invariance);
+    tcase_add_test(tc, ldm_four_levels);
     suite_add_tcase(s, tc);
     TCase *big = tcase_create("sd15");
     tcase_add_checked_fixture(big, setup, NULL);
