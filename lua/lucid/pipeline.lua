@@ -170,6 +170,29 @@ local function tokenizer_for(dir, max_len)
   return core.tokenizer(dir, {max_length = max_len})
 end
 
+-- SD 2.x's OpenCLIP tokenizer pads with "!" (id 0) after the EOS where
+-- the OpenAI CLIP one repeats EOS; same vocabulary otherwise.
+local ZeroPad = {}
+function ZeroPad.__index(self, k)
+  if ZeroPad[k] then return ZeroPad[k] end
+  local v = self.inner[k]
+  if type(v) == "function" then
+    return function(s, ...) return v(s == self and self.inner or s, ...) end
+  end
+  return v
+end
+function ZeroPad:encode(text, max_len)
+  local ids = self.inner:encode(text, max_len)
+  local rows, eos = ids:totable(), self.eos
+  for _, row in ipairs(rows) do
+    local seen = false
+    for i = 1, #row do
+      if seen then row[i] = 0 elseif row[i] == eos then seen = true end
+    end
+  end
+  return core.tensor(rows, "i64")
+end
+
 local function load_folder(dir, opts)
   local pipe = {path = dir, config = {}}
   pipe.config.model_index = read_json(dir .. "/model_index.json")
@@ -237,6 +260,10 @@ local function load_single(path, opts)
     -- the bundled OpenAI CLIP vocabulary (SD 1.x; SD 2.x's OpenCLIP uses
     -- the same BPE vocabulary, but pads with "!" (id 0) rather than EOS)
     pipe.tokenizer = tokenizer_for(core.paths.home .. "/data/clip", max_len)
+    if openclip and pipe.tokenizer then
+      pipe.tokenizer = setmetatable({inner = pipe.tokenizer,
+                                     eos = pipe.tokenizer:id("<|endoftext|>")}, ZeroPad)
+    end
   end
   pipe.openclip = openclip
   return pipe

@@ -184,6 +184,11 @@ T.case("SD 2.x OpenCLIP text tower layout (single file)", function()
   T.eq(q.config.text_encoder.hidden_act, "gelu")
   T.eq(q.config.text_encoder.num_hidden_layers, 2)
   T.eq(q.scheduler_config.prediction_type, "v_prediction")
+  -- OpenCLIP pads with id 0 after the EOS
+  local ids2 = q.tokenizer:encode("a photo of a cat"):totable()[1]
+  local want = {49406, 320, 1125, 539, 320, 2368, 49407}
+  T.eq(#ids2, 77)
+  for i = 1, 77 do T.eq(ids2[i], want[i] or 0, "id " .. i) end
   os.remove(path)
 end)
 
