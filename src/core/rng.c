@@ -100,7 +100,12 @@ static uint32_t mt_draw(mt19937 *mt)
 
 const char *lc_rng_kind_name(lc_rng_kind kind)
 {
-    return kind == LC_RNG_PHILOX ? "philox" : "cpu";
+    return kind == LC_RNG_PHILOX ? "philox" : kind == LC_RNG_CPU_LIBM ? "cpu-libm" : "cpu";
+}
+
+static int is_mt_kind(lc_rng_kind kind)
+{
+    return kind == LC_RNG_CPU || kind == LC_RNG_CPU_LIBM;
 }
 
 int lc_rng_kind_from_name(const char *name, lc_rng_kind *out)
@@ -113,7 +118,12 @@ int lc_rng_kind_from_name(const char *name, lc_rng_kind *out)
         *out = LC_RNG_PHILOX;
         return LC_OK;
     }
-    return lc_err("unknown generator kind '%s' (expected \"cpu\" or \"philox\")", name);
+    if (!strcmp(name, "cpu-libm")) {
+        *out = LC_RNG_CPU_LIBM;
+        return LC_OK;
+    }
+    return lc_err("unknown generator kind '%s' (expected \"cpu\", \"philox\" or \"cpu-libm\")",
+                  name);
 }
 
 void lc_generator_manual_seed(lc_generator *g, uint64_t seed)
@@ -122,13 +132,13 @@ void lc_generator_manual_seed(lc_generator *g, uint64_t seed)
     g->has_next_normal = 0;
     g->next_normal = 0;
     g->offset = 0;
-    if (g->kind == LC_RNG_CPU)
+    if (is_mt_kind(g->kind))
         mt_seed(&g->mt, seed);
 }
 
 lc_generator *lc_generator_new(uint64_t seed, lc_rng_kind kind)
 {
-    if (kind != LC_RNG_CPU && kind != LC_RNG_PHILOX) {
+    if (!is_mt_kind(kind) && kind != LC_RNG_PHILOX) {
         lc_err("unknown generator kind %d", (int)kind);
         return NULL;
     }
@@ -193,7 +203,9 @@ int lc_generator_set_state(lc_generator *g, const lc_tensor *state)
         ((unsigned char *)&b)[i] = (unsigned char)lc_tensor_get(state, i);
     if (memcmp(b.magic, STATE_MAGIC, 8) != 0)
         return lc_err("generator state: not a lucid generator state (bad magic)");
-    if (b.kind != (uint32_t)g->kind)
+    int same_engine = b.kind == (uint32_t)g->kind ||
+                      (is_mt_kind((lc_rng_kind)b.kind) && is_mt_kind(g->kind));
+    if (!same_engine)
         return lc_err("generator state: saved from a '%s' generator, this one is '%s'",
                       lc_rng_kind_name((lc_rng_kind)b.kind), lc_rng_kind_name(g->kind));
     int fresh = b.mt_left == 1 && b.mt_next == 0; /* just seeded */
@@ -353,6 +365,20 @@ static void normal_fill_16_f32(float *d)
     }
 }
 
+/* torch's generic normal_fill_16<float>: libm in float, theta through
+ * double because torch multiplies by c10::pi<double> */
+static void normal_fill_16_f32_libm(float *d)
+{
+    for (int j = 0; j < 8; j++) {
+        float u1 = 1 - d[j];
+        float u2 = d[j + 8];
+        float radius = sqrtf(-2 * logf(u1));
+        float theta = (float)(2.0f * M_PI * u2);
+        d[j] = radius * cosf(theta) * 1.0f + 0.0f;
+        d[j + 8] = radius * sinf(theta) * 1.0f + 0.0f;
+    }
+}
+
 static void normal_fill_16_f64(double *d)
 {
     for (int j = 0; j < 8; j++) {
@@ -370,15 +396,17 @@ static void normal_fill_16_f64(double *d)
  * last 16 elements. */
 static void normal_fill_f32(lc_generator *g, float *d, int64_t n)
 {
+    void (*fill16)(float *) =
+        g->kind == LC_RNG_CPU_LIBM ? normal_fill_16_f32_libm : normal_fill_16_f32;
     for (int64_t i = 0; i < n; i++)
         d[i] = uniform_f32(g);
     for (int64_t i = 0; i < n - 15; i += 16)
-        normal_fill_16_f32(d + i);
+        fill16(d + i);
     if (n % 16 != 0) {
         float *t = d + n - 16;
         for (int i = 0; i < 16; i++)
             t[i] = uniform_f32(g);
-        normal_fill_16_f32(t);
+        fill16(t);
     }
 }
 

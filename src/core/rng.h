@@ -7,8 +7,10 @@
  * calls advance the state exactly as torch does. For f32 tensors of 16 or
  * more elements torch's result depends on its build: lucid reproduces the
  * x86 AVX2 kernel (avx_mathfun polynomials), which is what x86 torch runs
- * and what the golden data holds; torch on other CPUs uses libm there and
- * differs in the last bits.
+ * and what the golden data holds. LC_RNG_CPU_LIBM ("cpu-libm") is the same
+ * stream through torch's generic kernel (libm logf/cosf/sinf), which torch
+ * runs on CPUs without AVX2 (ARM) or with ATEN_CPU_CAPABILITY=default;
+ * bit-exact where the libm is glibc's.
  *
  * LC_RNG_PHILOX is the "NV" generator of A1111's webui (rng_philox.py,
  * which imitates torch.randn on CUDA): Philox 4x32-10 keyed by the seed,
@@ -22,8 +24,9 @@
 #include "tensor.h"
 
 typedef enum {
-    LC_RNG_CPU = 0,
-    LC_RNG_PHILOX,
+    LC_RNG_CPU = 0,  /* torch.Generator("cpu") as x86 torch computes it */
+    LC_RNG_PHILOX,   /* A1111's NV noise */
+    LC_RNG_CPU_LIBM, /* the same stream through torch's generic kernel */
 } lc_rng_kind;
 
 typedef struct lc_generator lc_generator;
@@ -37,11 +40,12 @@ lc_generator *lc_generator_clone(const lc_generator *g);
 void lc_generator_manual_seed(lc_generator *g, uint64_t seed);
 uint64_t lc_generator_seed(const lc_generator *g); /* torch's initial_seed() */
 lc_rng_kind lc_generator_kind(const lc_generator *g);
-const char *lc_rng_kind_name(lc_rng_kind kind);                /* "cpu", "philox" */
+const char *lc_rng_kind_name(lc_rng_kind kind); /* "cpu", "philox", "cpu-libm" */
 int lc_rng_kind_from_name(const char *name, lc_rng_kind *out); /* LC_ERR if unknown */
 
 /* The whole state as a contiguous u8 tensor (new ref), to save with a
- * recipe, and back. set_state checks size, magic and kind. */
+ * recipe, and back. set_state checks size, magic and kind ("cpu" and
+ * "cpu-libm" states are interchangeable: same engine). */
 lc_tensor *lc_generator_get_state(const lc_generator *g);
 int lc_generator_set_state(lc_generator *g, const lc_tensor *state);
 

@@ -1,4 +1,5 @@
-/* Generators for Lua: lucid.generator(seed, kind) with g:randn / g:rand /
+/* Generators for Lua: lucid.generator(seed, kind) (kind "cpu" by default,
+ * "philox" or "cpu-libm"; see core/rng.h) with g:randn / g:rand /
  * g:seed / g:manual_seed / g:clone / g:get_state / g:set_state, and
  * lucid.randn / lucid.rand(shape, seed_or_generator, dtype).
  *

@@ -128,6 +128,7 @@ T.case("bad arguments are reported", function()
   T.raises(function() lucid.generator(1, "quantum") end, "unknown generator kind")
   T.truthy(lucid.is_generator(lucid.generator(1)))
   T.eq(lucid.generator(1, "philox"):kind(), "philox")
+  T.eq(lucid.generator(1, "cpu-libm"):kind(), "cpu-libm")
 end)
 
 T.done()
