@@ -54,7 +54,14 @@ static int check_config(const lc_unet_config *c)
                       c->out_channels);
     if (c->norm_num_groups < 1)
         return lc_err("unet config: norm_num_groups %d", c->norm_num_groups);
-    if (c->conv_in_kernel % 2 == 0 || c->conv_out_kernel % 2 == 0)
+    if (c->downsample_padding < 0 || c->downsample_padding > 1)
+        return lc_err("unet config: downsample_padding %d (0 or 1 supported)",
+                      c->downsample_padding);
+    if (!(c->mid_block_scale_factor > 0) || !(c->norm_eps > 0) || c->time_embed_dim < 1)
+        return lc_err("unet config: mid_block_scale_factor %g, norm_eps %g, time embedding %d",
+                      c->mid_block_scale_factor, c->norm_eps, c->time_embed_dim);
+    if (c->conv_in_kernel < 1 || c->conv_out_kernel < 1 || c->conv_in_kernel % 2 == 0 ||
+        c->conv_out_kernel % 2 == 0)
         return lc_err("unet config: conv kernels must be odd (%d, %d)", c->conv_in_kernel,
                       c->conv_out_kernel);
     for (int i = 0; i < c->nblocks; i++) {
@@ -63,9 +70,12 @@ static int check_config(const lc_unet_config *c)
             return lc_err("unet config: block %d: %d channels, %d layers", i,
                           c->block_out_channels[i], c->layers_per_block[i]);
         if ((c->down_cross[i] || c->up_cross[c->nblocks - 1 - i] || c->mid_cross) &&
-            (c->heads[i] < 1 || c->transformer_layers[i] < 1))
-            return lc_err("unet config: block %d: %d heads, %d transformer layers", i, c->heads[i],
-                          c->transformer_layers[i]);
+            (c->heads[i] < 1 || c->transformer_layers[i] < 1 || c->transformer_layers[i] > 64 ||
+             c->up_transformer_layers[c->nblocks - 1 - i] < 1 ||
+             c->up_transformer_layers[c->nblocks - 1 - i] > 64))
+            return lc_err("unet config: block %d: %d heads, %d/%d transformer layers (down/up)", i,
+                          c->heads[i], c->transformer_layers[i],
+                          c->up_transformer_layers[c->nblocks - 1 - i]);
     }
     if (c->cross_attention_dim < 1)
         return lc_err("unet config: cross_attention_dim %d", c->cross_attention_dim);
