@@ -59,10 +59,8 @@ static void pack_b_panels(void *ctx, int64_t q0, int64_t q1)
 {
     const gemm_job *j = ctx;
     int nr = j->u->nr;
-    for (int64_t q = q0; q < q1; q++) {
-        int nre = (int)min64(nr, j->nw - q * nr);
-        j->u->pack_b(j->transb, j->b, j->ldb, j->k, j->j0 + q * nr, nre, j->bp + q * j->k * nr);
-    }
+    j->u->pack_b(j->transb, j->b, j->ldb, j->k, j->j0 + q0 * nr, min64(q1 * nr, j->nw) - q0 * nr,
+                 j->bp + q0 * j->k * nr);
 }
 
 static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, int64_t jw)
@@ -105,17 +103,22 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
 }
 
 /* Block sizes from the problem shape only: at most u->mc x u->nc, smaller
- * when that would leave fewer than MIN_TASKS tasks. */
+ * when that would leave fewer than MIN_TASKS tasks. Rows are split first
+ * (down to 8 micro-tiles a block): packed B is shared, while every column
+ * block packs its rows of A again. */
 static void choose_blocks(gemm_job *j)
 {
     const lk_gemm_ukr *u = j->u;
     int64_t mblocks = cdiv(j->m, u->mc), nblocks = cdiv(j->nw, u->nc);
+    if (mblocks * nblocks < MIN_TASKS) {
+        int64_t most = cdiv(j->m, 8 * (int64_t)u->mr), want = cdiv(MIN_TASKS, nblocks);
+        int64_t mb = min64(most, want);
+        mblocks = mb > mblocks ? mb : mblocks;
+    }
     if (mblocks * nblocks < MIN_TASKS)
         nblocks = min64(cdiv(j->nw, u->nr), cdiv(MIN_TASKS, mblocks));
     j->nc = cdiv(cdiv(j->nw, nblocks), u->nr) * u->nr;
     j->nblocks = cdiv(j->nw, j->nc);
-    if (mblocks * j->nblocks < MIN_TASKS)
-        mblocks = min64(cdiv(j->m, u->mr), cdiv(MIN_TASKS, j->nblocks));
     j->mc = cdiv(cdiv(j->m, mblocks), u->mr) * u->mr;
 }
 

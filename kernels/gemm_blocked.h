@@ -18,8 +18,10 @@ typedef struct lk_gemm_ukr {
     /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff zero */
     void (*pack_a)(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
                    int64_t kc, float *dst);
-    /* op(B)[0:k, j0:j0+nr_eff] into dst[k][nr], columns past nr_eff zero */
-    void (*pack_b)(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int nr_eff,
+    /* op(B)[0:k, j0:j0+ncols] into ceil(ncols/nr) panels dst[panel][k][nr],
+     * columns past ncols zero (several panels at once: B's rows are then
+     * read in longer runs) */
+    void (*pack_b)(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
                    float *dst);
 } lk_gemm_ukr;
 

@@ -14,7 +14,7 @@
 #define NR 16
 #define KC 256
 #define MC 144 /* 24 tiles: 144 KB of A per block */
-#define NC 1024
+#define NC 4096 /* the A block in L2 is reused across NC / NR B panels */
 
 /* C[0:MR, 0:NR] (row stride ldc) = alpha * Ap @ Bp + beta * C; C is not
  * read when beta == 0 or `scratch` (a constant: the edge path's tile) */
@@ -101,13 +101,16 @@ static void pack_a(int trans, const float *a, int64_t lda, int64_t i0, int mr_ef
         pack_panel(a + i0 * lda + p0, lda, 1, mr_eff, kc, MR, dst);
 }
 
-static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int nr_eff,
+static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
                    float *dst)
 {
-    if (trans)
-        pack_panel(b + j0 * ldb, ldb, 1, nr_eff, k, NR, dst);
-    else
-        pack_panel(b + j0, 1, ldb, nr_eff, k, NR, dst);
+    for (int64_t q = 0; q * NR < ncols; q++) {
+        int nre = (int)(ncols - q * NR < NR ? ncols - q * NR : NR);
+        if (trans)
+            pack_panel(b + (j0 + q * NR) * ldb, ldb, 1, nre, k, NR, dst + q * k * NR);
+        else
+            pack_panel(b + j0 + q * NR, 1, ldb, nre, k, NR, dst + q * k * NR);
+    }
 }
 
 const lk_gemm_ukr lk_gemm_ukr_avx2 = {

@@ -165,13 +165,30 @@ static void pack_a(int trans, const float *a, int64_t lda, int64_t i0, int mr_ef
         pack_strided(a + i0 * lda + p0, lda, mr_eff, kc, MR, dst);
 }
 
-static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int nr_eff,
+static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
                    float *dst)
 {
-    if (trans)
-        pack_strided(b + j0 * ldb, ldb, nr_eff, k, NR, dst);
-    else
-        pack_contig(b + j0, ldb, nr_eff, k, NR, dst);
+    int64_t npan = (ncols + NR - 1) / NR;
+    if (trans) {
+        for (int64_t q = 0; q < npan; q++) {
+            int nre = (int)(ncols - q * NR < NR ? ncols - q * NR : NR);
+            pack_strided(b + (j0 + q * NR) * ldb, ldb, nre, k, NR, dst + q * k * NR);
+        }
+        return;
+    }
+    /* row by row across all the panels: B's rows are read in long runs, not
+     * 128-byte pieces a whole row apart (a new page each) */
+    for (int64_t p = 0; p < k; p++) {
+        const float *src = b + p * ldb + j0;
+        _mm_prefetch((const char *)(src + 8 * ldb), _MM_HINT_T0);
+        for (int64_t q = 0; q < npan; q++) {
+            int64_t c = ncols - q * NR;
+            float *d = dst + q * k * NR + p * NR;
+            _mm512_store_ps(d, _mm512_maskz_loadu_ps(lanes((int)(c < 16 ? c : 16)), src + q * NR));
+            _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(lanes((int)(c - 16 < 16 ? c - 16 : 16)),
+                                                          src + q * NR + 16));
+        }
+    }
 }
 
 const lk_gemm_ukr lk_gemm_ukr_avx512 = {
