@@ -128,6 +128,7 @@ int lc_resnet_build(lc_ubuild *b, lc_resnet *r, const char *p, int cin, int cout
 {
     char n[256];
     memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", p);
     r->cin = cin;
     r->cout = cout;
     r->groups = groups;
@@ -209,6 +210,7 @@ int lc_transformer_build(lc_ubuild *b, lc_transformer *t, const char *p, int cha
 {
     char n[256];
     memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", p);
     if (heads <= 0 || channels % heads)
         return lc_err("%s: %d channels do not split into %d attention heads", p, channels, heads);
     if (channels % groups)
@@ -483,6 +485,7 @@ lc_tensor *lc_resnet_forward(const lc_ufwd *f, const lc_resnet *r, const lc_tens
     lc_tensor_free(s);
     return h;
 fail:
+    lc_err_prefix("%s: ", r->name);
     lc_tensor_free(h);
     lc_tensor_free(t);
     lc_tensor_free(s);
@@ -566,7 +569,8 @@ static lc_tensor *attn_forward(const lc_ufwd *f, const lc_attn *a, lc_tensor *x,
     lc_tensor_free(v);
     return o;
 fail:
-    lc_err_prefix("%s: ", a->site.name);
+    if (!strstr(lc_errmsg(), a->site.name))
+        lc_err_prefix("%s: ", a->site.name);
     lc_tensor_free(extra);
     lc_tensor_free(cat);
     lc_tensor_free(q);
@@ -643,6 +647,9 @@ lc_tensor *lc_transformer_forward(const lc_ufwd *f, const lc_transformer *t, con
         goto fail;
     return h;
 fail:
+    /* attention failures already name their site */
+    if (!strstr(lc_errmsg(), t->name))
+        lc_err_prefix("%s: ", t->name);
     lc_tensor_free(h);
     return NULL;
 }

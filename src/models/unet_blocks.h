@@ -33,6 +33,7 @@ typedef struct {
 } lc_ulinear;
 
 typedef struct {
+    char name[96]; /* diffusers module path, for messages */
     int cin, cout, groups;
     double eps, out_scale;
     lc_ulinear norm1, conv1, temb, norm2, conv2, shortcut; /* shortcut.w NULL if none */
@@ -50,6 +51,7 @@ typedef struct {
 } lc_tblock;
 
 typedef struct {
+    char name[96];
     int channels, inner, linear, groups, ntb;
     lc_ulinear norm, proj_in, proj_out;
     lc_tblock *tb;
