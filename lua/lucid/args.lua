@@ -8,7 +8,9 @@
 -- Types: string, int, number, path, flag. Fields: default, help, repeat
 -- (the option may be given several times; the value is a list), choices
 -- (a list of accepted strings), min / max (numbers), required, metavar,
--- check = function(value) -> nil | "message".
+-- check = function(value) -> nil | "message", record = false (where the
+-- result goes, not what it is: left out of provenance records, so a replay
+-- to another file gives identical bytes).
 -- Option names use '-' or '_' alike on the command line; the parsed table
 -- uses '_' (--latents-out -> opts.latents_out).
 local M = {}
@@ -35,9 +37,9 @@ M.common = {
     check = function(v) if v % 8 ~= 0 then return "must be a multiple of 8, got " .. v end end},
   height = {"height", type = "int", default = 512, min = 8, max = 8192, help = "image height in pixels (multiple of 8)",
     check = function(v) if v % 8 ~= 0 then return "must be a multiple of 8, got " .. v end end},
-  out = {"out", type = "path", default = "out.png", help = "output file"},
-  threads = {"threads", type = "int", min = 0, help = "worker threads (default: all cores, or LUCID_THREADS)"},
-  latents_out = {"latents-out", type = "path", help = "also save the final latents (key 'latents') to this .safetensors file"},
+  out = {"out", record = false, type = "path", default = "out.png", help = "output file"},
+  threads = {"threads", record = false, type = "int", min = 0, help = "worker threads (default: all cores, or LUCID_THREADS)"},
+  latents_out = {"latents-out", record = false, type = "path", help = "also save the final latents (key 'latents') to this .safetensors file"},
   rng = {"rng", type = "string", default = "cpu", choices = {"cpu", "philox"},
     help = "noise generator: cpu (as torch.randn) or philox (as A1111's NV)"},
   negative_start = {"negative-start", type = "number",
@@ -50,8 +52,8 @@ M.common = {
   controlnet = {"controlnet", type = "path", ["repeat"] = true, help = "ControlNet weights (repeatable)"},
   control_scale = {"control-scale", type = "number", default = 1.0, help = "ControlNet conditioning scale"},
   audio_in = {"audio-in", type = "path", help = "input audio file"},
-  audio_out = {"audio-out", type = "path", help = "output audio file"},
-  quiet = {"quiet", type = "flag", help = "print nothing but errors"},
+  audio_out = {"audio-out", record = false, type = "path", help = "output audio file"},
+  quiet = {"quiet", record = false, type = "flag", help = "print nothing but errors"},
 }
 
 local function key(name) return (name:gsub("-", "_")) end
@@ -286,11 +288,13 @@ end
 
 --- The command line that reproduces opts: declared options whose value
 -- differs from the default, in declaration order.
-function M.to_argv(specs, opts)
+function M.to_argv(specs, opts, recorded_only)
   local argv = {}
   for _, s in ipairs(specs) do
     local v = opts[s.key]
-    if s["repeat"] then
+    if recorded_only and s.record == false then
+      -- where the output goes is not part of what made it
+    elseif s["repeat"] then
       for _, x in ipairs(v or {}) do
         argv[#argv + 1] = "--" .. s.name
         argv[#argv + 1] = type(x) == "number" and M.number_str(x) or tostring(x)

@@ -109,7 +109,7 @@ function M.provenance(ctx, opts)
   local options = {}
   for _, s in ipairs(ctx.specs) do
     local v = opts[s.key]
-    if v ~= nil and not (type(v) == "table" and #v == 0) then options[s.key] = v end
+    if v ~= nil and not (type(v) == "table" and #v == 0) and s.record ~= false then options[s.key] = v end
   end
   local hash
   if ctx.path and core.sha256_file then
@@ -119,7 +119,7 @@ function M.provenance(ctx, opts)
   return {
     recipe = ctx.name,
     recipe_sha256 = hash,
-    args = args.to_argv(ctx.specs, opts),
+    args = args.to_argv(ctx.specs, opts, true),
     options = options,
     version = core.version,
   }
@@ -196,7 +196,17 @@ function M.replay(file, extra)
   end
   local argv = {}
   for _, a in ipairs(type(rec.args) == "table" and rec.args or {}) do argv[#argv + 1] = tostring(a) end
-  for _, a in ipairs(extra) do argv[#argv + 1] = a end
+  local has_out = false
+  for _, a in ipairs(extra) do
+    argv[#argv + 1] = a
+    if a == "--out" or a:match("^%-%-out=") then has_out = true end
+  end
+  if not has_out then
+    -- never overwrite the original: FILE.png -> FILE.replay.png
+    local stem, ext = file:match("^(.*)(%.[^./]+)$")
+    argv[#argv + 1] = "--out"
+    argv[#argv + 1] = (stem or file) .. ".replay" .. (ext or "")
+  end
   return M.run(rec.recipe, argv)
 end
 
