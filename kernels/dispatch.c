@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "core/error.h"
 #include "gemm_blocked.h"
 #include "kernels.h"
 #include "ref/ref.h"
@@ -103,4 +104,78 @@ const char *lk_sgemm_name(void)
 {
     lk_init();
     return table.gemm ? table.gemm->name : "ref";
+}
+
+struct lk_sgemm_bpack {
+    const lk_gemm_ukr *u; /* the micro-kernel that packed it; NULL: a plain copy */
+    int64_t k, n;
+    float *data; /* panels for u, or op(B) row-major k x n for the reference */
+    size_t cap;  /* floats allocated at data */
+};
+
+lk_sgemm_bpack *lk_sgemm_repack_b(lk_sgemm_bpack *p, int transb, int64_t k, int64_t n,
+                                  const float *b, int64_t ldb)
+{
+    if (!table.ready)
+        lk_init();
+    lk_sgemm_bpack *fresh = NULL;
+    if (!p && !(p = fresh = calloc(1, sizeof *p))) {
+        lc_err("sgemm: out of memory for a packed %ldx%ld operand", (long)k, (long)n);
+        return NULL;
+    }
+    p->u = table.gemm;
+    p->k = k > 0 ? k : 0;
+    p->n = n > 0 ? n : 0;
+    size_t floats = p->u ? lk_gemm_packed_b_floats(p->u, p->k, p->n) : (size_t)(p->k * p->n);
+    if (floats > p->cap) {
+        /* fresh pages cost a fault each (~10 us here): grow, never shrink */
+        free(p->data);
+        p->data = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64 + 64);
+        p->cap = p->data ? floats : 0;
+        if (!p->data) {
+            free(fresh);
+            lc_err("sgemm: out of memory for a packed %ldx%ld operand", (long)k, (long)n);
+            return NULL;
+        }
+    }
+    if (p->u) {
+        if (lk_gemm_pack_b(p->u, transb, p->k, p->n, b, ldb, p->data) != 0) {
+            lk_sgemm_bpack_free(fresh);
+            return NULL; /* interrupted: the error is set */
+        }
+    } else {
+        for (int64_t r = 0; r < p->k; r++)
+            for (int64_t col = 0; col < p->n; col++)
+                p->data[r * p->n + col] = transb ? b[col * ldb + r] : b[r * ldb + col];
+    }
+    return p;
+}
+
+lk_sgemm_bpack *lk_sgemm_pack_b(int transb, int64_t k, int64_t n, const float *b, int64_t ldb)
+{
+    return lk_sgemm_repack_b(NULL, transb, k, n, b, ldb);
+}
+
+void lk_sgemm_bpack_free(lk_sgemm_bpack *p)
+{
+    if (!p)
+        return;
+    free(p->data);
+    free(p);
+}
+
+void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t lda,
+                     const lk_sgemm_bpack *p, float beta, float *c, int64_t ldc)
+{
+    if (m <= 0 || p->n <= 0)
+        return;
+    if (p->u && lk_gemm_blocked_packed(p->u, transa, m, p->n, p->k, alpha, a, lda, p->data, beta,
+                                       c, ldc) == 0)
+        return;
+    if (p->u) {
+        /* the panels are not a matrix the reference can read: unpack */
+        lc_err("sgemm: packed operand unusable (micro-kernel scratch too small)");
+        return;
+    }
+    lk_sgemm_ref(transa, 0, m, p->n, p->k, alpha, a, lda, p->data, p->n, beta, c, ldc);
 }

@@ -122,6 +122,20 @@ static void choose_blocks(gemm_job *j)
     j->mc = cdiv(cdiv(j->m, mblocks), u->mr) * u->mr;
 }
 
+/* Packs op(B)[:, j0:j0+nw] (j->b, j->transb, j->k) into j->bp. */
+static int pack_pass(gemm_job *j)
+{
+    int64_t npanels = cdiv(j->nw, j->u->nr);
+    return lc_parallel_for(npanels, cdiv(npanels, 16), pack_b_panels, j);
+}
+
+/* C[:, j0:j0+nw] from the packed panels at j->bp. */
+static int compute_pass(gemm_job *j)
+{
+    choose_blocks(j);
+    return lc_parallel_for(cdiv(j->m, j->mc) * j->nblocks, 1, compute_blocks, j);
+}
+
 int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float beta, float *c, int64_t ldc)
@@ -152,13 +166,43 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int
     j.bp = bpack;
     for (j.j0 = 0; j.j0 < n; j.j0 += pass_w) {
         j.nw = min64(pass_w, n - j.j0);
-        int64_t npanels = cdiv(j.nw, u->nr);
-        if (lc_parallel_for(npanels, cdiv(npanels, 16), pack_b_panels, &j) != 0)
-            return 0; /* interrupted: the error is set, C is partial */
-        choose_blocks(&j);
-        int64_t tasks = cdiv(m, j.mc) * j.nblocks;
-        if (lc_parallel_for(tasks, 1, compute_blocks, &j) != 0)
+        /* interrupted: the error is set, C is partial */
+        if (pack_pass(&j) != 0 || compute_pass(&j) != 0)
             return 0;
     }
+    return 0;
+}
+
+size_t lk_gemm_packed_b_floats(const lk_gemm_ukr *u, int64_t k, int64_t n)
+{
+    return (size_t)cdiv(n, u->nr) * (size_t)k * (size_t)u->nr;
+}
+
+int lk_gemm_pack_b(const lk_gemm_ukr *u, int transb, int64_t k, int64_t n, const float *b,
+                   int64_t ldb, float *dst)
+{
+    if (k <= 0 || n <= 0)
+        return 0;
+    gemm_job j = {.u = u, .transb = transb, .n = n, .k = k, .ldb = ldb, .b = b,
+                  .j0 = 0, .nw = n, .bp = dst};
+    return pack_pass(&j) != 0 ? -1 : 0;
+}
+
+int lk_gemm_blocked_packed(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
+                           float alpha, const float *a, int64_t lda, const float *bp, float beta,
+                           float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0)
+        return 0;
+    if ((int64_t)u->mc * u->kc > APACK_FLOATS)
+        return -1;
+    if (k <= 0) {
+        scale_c(c, ldc, m, n, beta);
+        return 0;
+    }
+    gemm_job j = {.u = u, .transa = transa, .m = m, .n = n, .k = k, .lda = lda, .ldc = ldc,
+                  .alpha = alpha, .beta = beta, .a = a, .c = c,
+                  .j0 = 0, .nw = n, .bp = (float *)bp};
+    compute_pass(&j);
     return 0;
 }

@@ -4,6 +4,7 @@
 #ifndef LK_GEMM_BLOCKED_H
 #define LK_GEMM_BLOCKED_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct lk_gemm_ukr {
@@ -30,5 +31,16 @@ typedef struct lk_gemm_ukr {
 int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* op(B) packed once for several products (lk_sgemm_pack_b): the panels
+ * for all of k x n, lk_gemm_packed_b_floats() floats at dst (64-byte
+ * aligned). Returns -1 if interrupted. */
+size_t lk_gemm_packed_b_floats(const lk_gemm_ukr *u, int64_t k, int64_t n);
+int lk_gemm_pack_b(const lk_gemm_ukr *u, int transb, int64_t k, int64_t n, const float *b,
+                   int64_t ldb, float *dst);
+/* lk_gemm_blocked with op(B) already packed by the same u: the same bits */
+int lk_gemm_blocked_packed(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
+                           float alpha, const float *a, int64_t lda, const float *bp, float beta,
+                           float *c, int64_t ldc);
 
 #endif

@@ -18,6 +18,22 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
 
+/* op(B) packed once for several products with the same B, e.g. attention's
+ * K and V across query blocks: saves packing B on every call. Owns a copy
+ * (b may change or go afterwards). NULL when out of memory (lc_err set). */
+typedef struct lk_sgemm_bpack lk_sgemm_bpack;
+lk_sgemm_bpack *lk_sgemm_pack_b(int transb, int64_t k, int64_t n, const float *b, int64_t ldb);
+/* The same into p's storage, grown if needed (p NULL: a new one): one pack
+ * per thread reused across heads avoids fresh pages on every call. Returns
+ * p (or the new pack), NULL on failure (p is then still valid). */
+lk_sgemm_bpack *lk_sgemm_repack_b(lk_sgemm_bpack *p, int transb, int64_t k, int64_t n,
+                                  const float *b, int64_t ldb);
+void lk_sgemm_bpack_free(lk_sgemm_bpack *p);
+/* lk_sgemm with op(B) from p (its k x n): the same bits as lk_sgemm on the
+ * original B. */
+void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t lda,
+                     const lk_sgemm_bpack *p, float beta, float *c, int64_t ldc);
+
 /* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
 const char *lk_sgemm_name(void);
 

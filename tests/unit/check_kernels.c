@@ -252,6 +252,45 @@ START_TEST(test_sgemm_thread_invariant)
 }
 END_TEST
 
+/* A B packed once gives the same bits as lk_sgemm, whatever happens to
+ * the original B afterwards. */
+START_TEST(test_sgemm_packed_b)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    const shape sh[] = {{64, 4096, 40}, {64, 40, 700}, {17, 33, 65}, {1, 1, 1}, {30, 5, 0}};
+    uint64_t seed = 77;
+    lk_sgemm_bpack *reuse = NULL;
+    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++)
+        for (int t = 0; t < 4; t++) {
+            shape s = sh[si];
+            int ta = t & 1, tb = t >> 1;
+            mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
+            mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
+            mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 0.5f, a.p, a.ld, b.p, b.ld, -1.5f, c1.p, c1.ld);
+            /* odd combinations repack into one object reused across shapes */
+            lk_sgemm_bpack *bp = ta ? lk_sgemm_repack_b(reuse, tb, s.k, s.n, b.p, b.ld)
+                                    : lk_sgemm_pack_b(tb, s.k, s.n, b.p, b.ld);
+            ck_assert_ptr_nonnull(bp);
+            for (int64_t i = 0; i < b.rows * b.ld; i++)
+                b.p[i] = NAN;
+            lk_sgemm_packed(ta, s.m, 0.5f, a.p, a.ld, bp, -1.5f, c2.p, c2.ld);
+            if (ta)
+                reuse = bp;
+            else
+                lk_sgemm_bpack_free(bp);
+            ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
+                          "%s: packed B differs from lk_sgemm, ta=%d tb=%d %ldx%ldx%ld",
+                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k);
+            free(a.base), free(b.base), free(c1.base), free(c2.base);
+        }
+    lk_sgemm_bpack_free(reuse);
+}
+END_TEST
+
 START_TEST(test_arch_select)
 {
     ck_assert_int_eq(lk_set_arch(LK_ARCH_REF), LK_ARCH_REF);
@@ -279,6 +318,7 @@ int main(void)
     tcase_add_loop_test(tc, test_sgemm_exact, 0, na);
     tcase_add_loop_test(tc, test_sgemm_matches_ref, 0, na);
     tcase_add_loop_test(tc, test_sgemm_thread_invariant, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_packed_b, 0, na);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
     /* Not lt_run: its pool is started before Check forks each test, and a
