@@ -3,6 +3,9 @@
  * tiled decode seams, TAESD structure, bad-input errors. */
 #include "testutil.h"
 
+#include <unistd.h>
+
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "models/clip_text.h"
 #include "models/ldm_keys.h"
@@ -413,6 +416,310 @@ START_TEST(taesd_shapes)
 }
 END_TEST
 
+/* ---- the full-size SD 1.5 text encoder and VAE, random weights, both
+ * layouts ---- */
+
+/* one tensor under its diffusers name and its ldm name */
+typedef struct {
+    char d[128], l[160];
+    int nd;
+    int64_t s[4];
+} spec;
+
+typedef struct {
+    spec *v;
+    int n, cap;
+} specs;
+
+static spec *add(specs *ss, int nd, int64_t a, int64_t b, int64_t k)
+{
+    if (ss->n == ss->cap) {
+        ss->cap = ss->cap ? 2 * ss->cap : 256;
+        ss->v = realloc(ss->v, (size_t)ss->cap * sizeof(spec));
+    }
+    spec *p = &ss->v[ss->n++];
+    memset(p, 0, sizeof *p);
+    p->nd = nd;
+    p->s[0] = a, p->s[1] = b, p->s[2] = k, p->s[3] = k;
+    return p;
+}
+
+/* conv (k > 0) or norm/linear-bias (k = 0) weight + bias under both names */
+static void add_wb(specs *ss, const char *d, const char *l, int64_t out, int64_t in, int k)
+{
+    spec *w = add(ss, k ? 4 : (in ? 2 : 1), out, in, k);
+    snprintf(w->d, sizeof w->d, "%s.weight", d);
+    snprintf(w->l, sizeof w->l, "%s.weight", l);
+    spec *b = add(ss, 1, out, 0, 0);
+    snprintf(b->d, sizeof b->d, "%s.bias", d);
+    snprintf(b->l, sizeof b->l, "%s.bias", l);
+}
+
+static void add_resnet(specs *ss, const char *d, const char *l, int64_t cin, int64_t cout)
+{
+    char a[128], b[160];
+#define RN(dn, ln, o, i, k)                          \
+    snprintf(a, sizeof a, "%s.%s", d, dn);          \
+    snprintf(b, sizeof b, "%s.%s", l, ln);          \
+    add_wb(ss, a, b, o, i, k);
+    RN("norm1", "norm1", cin, 0, 0)
+    RN("conv1", "conv1", cout, cin, 3)
+    RN("norm2", "norm2", cout, 0, 0)
+    RN("conv2", "conv2", cout, cout, 3)
+    if (cin != cout) {
+        RN("conv_shortcut", "nin_shortcut", cout, cin, 1)
+    }
+#undef RN
+}
+
+/* SD's AutoencoderKL written out independently of the loader's key map:
+ * ldm names as ldm's Encoder/Decoder modules define them */
+static void vae_specs(specs *ss)
+{
+    static const int64_t ch[4] = {128, 256, 512, 512};
+    char d[128], l[160];
+    add_wb(ss, "encoder.conv_in", "encoder.conv_in", 128, 3, 3);
+    int64_t prev = 128;
+    for (int i = 0; i < 4; i++) {
+        for (int r = 0; r < 2; r++) {
+            snprintf(d, sizeof d, "encoder.down_blocks.%d.resnets.%d", i, r);
+            snprintf(l, sizeof l, "encoder.down.%d.block.%d", i, r);
+            add_resnet(ss, d, l, r ? ch[i] : prev, ch[i]);
+        }
+        if (i < 3) {
+            snprintf(d, sizeof d, "encoder.down_blocks.%d.downsamplers.0.conv", i);
+            snprintf(l, sizeof l, "encoder.down.%d.downsample.conv", i);
+            add_wb(ss, d, l, ch[i], ch[i], 3);
+        }
+        prev = ch[i];
+    }
+    for (int c = 0; c < 2; c++) {
+        const char *cd = c ? "decoder" : "encoder";
+        for (int r = 0; r < 2; r++) {
+            snprintf(d, sizeof d, "%s.mid_block.resnets.%d", cd, r);
+            snprintf(l, sizeof l, "%s.mid.block_%d", cd, r + 1);
+            add_resnet(ss, d, l, 512, 512);
+        }
+        static const char *dn[] = {"to_q", "to_k", "to_v", "to_out.0"};
+        static const char *ln[] = {"q", "k", "v", "proj_out"};
+        snprintf(d, sizeof d, "%s.mid_block.attentions.0.group_norm", cd);
+        snprintf(l, sizeof l, "%s.mid.attn_1.norm", cd);
+        add_wb(ss, d, l, 512, 0, 0);
+        for (int p = 0; p < 4; p++) {
+            snprintf(d, sizeof d, "%s.mid_block.attentions.0.%s", cd, dn[p]);
+            snprintf(l, sizeof l, "%s.mid.attn_1.%s", cd, ln[p]);
+            add_wb(ss, d, l, 512, 512, 1); /* ldm: 1x1 conv; diffusers: linear */
+            ss->v[ss->n - 2].nd = -4;     /* marker: diffusers shape [512,512] */
+        }
+        snprintf(d, sizeof d, "%s.conv_norm_out", cd);
+        snprintf(l, sizeof l, "%s.norm_out", cd);
+        add_wb(ss, d, l, c ? 128 : 512, 0, 0);
+    }
+    add_wb(ss, "encoder.conv_out", "encoder.conv_out", 8, 512, 3);
+    add_wb(ss, "quant_conv", "quant_conv", 8, 8, 1);
+    add_wb(ss, "post_quant_conv", "post_quant_conv", 4, 4, 1);
+    add_wb(ss, "decoder.conv_in", "decoder.conv_in", 512, 4, 3);
+    prev = 512;
+    for (int b = 0; b < 4; b++) {
+        int64_t c = ch[3 - b];
+        for (int r = 0; r < 3; r++) {
+            snprintf(d, sizeof d, "decoder.up_blocks.%d.resnets.%d", b, r);
+            snprintf(l, sizeof l, "decoder.up.%d.block.%d", 3 - b, r);
+            add_resnet(ss, d, l, r ? c : prev, c);
+        }
+        if (b < 3) {
+            snprintf(d, sizeof d, "decoder.up_blocks.%d.upsamplers.0.conv", b);
+            snprintf(l, sizeof l, "decoder.up.%d.upsample.conv", 3 - b);
+            add_wb(ss, d, l, c, c, 3);
+        }
+        prev = c;
+    }
+    add_wb(ss, "decoder.conv_out", "decoder.conv_out", 3, 128, 3);
+}
+
+static void clip_specs(specs *ss)
+{
+    char d[128], l[160];
+#define CL(name, o, i)                                                    \
+    snprintf(d, sizeof d, "text_model.%s", name);                          \
+    snprintf(l, sizeof l, "cond_stage_model.transformer.text_model.%s", name); \
+    add_wb(ss, d, l, o, i, 0);
+    for (int i = 0; i < 12; i++) {
+        char n[96];
+        static const char *lin[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                    "self_attn.out_proj"};
+        for (int p = 0; p < 4; p++) {
+            snprintf(n, sizeof n, "encoder.layers.%d.%s", i, lin[p]);
+            CL(n, 768, 768)
+        }
+        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm1", i);
+        CL(n, 768, 0)
+        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm2", i);
+        CL(n, 768, 0)
+        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc1", i);
+        CL(n, 3072, 768)
+        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc2", i);
+        CL(n, 768, 3072)
+    }
+    CL("final_layer_norm", 768, 0)
+#undef CL
+    spec *t = add(ss, 2, 49408, 768, 0);
+    strcpy(t->d, "text_model.embeddings.token_embedding.weight");
+    snprintf(t->l, sizeof t->l, "cond_stage_model.transformer.%s", t->d);
+    t = add(ss, 2, 77, 768, 0);
+    strcpy(t->d, "text_model.embeddings.position_embedding.weight");
+    snprintf(t->l, sizeof t->l, "cond_stage_model.transformer.%s", t->d);
+}
+
+/* f16 random tensor: weights N(0, 1/fan_in), norm scales 1 + 0.1 N,
+ * biases 0.02 N */
+static lc_tensor *random_f16(lc_generator *g, const spec *p, int ldm_shape)
+{
+    int nd = p->nd < 0 ? (ldm_shape ? 4 : 2) : p->nd;
+    lc_tensor *t = lc_randn(g, LC_F32, nd, p->s);
+    ck_assert_ptr_nonnull(t);
+    int is_bias = strstr(p->d, ".bias") != NULL;
+    int is_norm = !is_bias && nd == 1;
+    int64_t fan_in = nd >= 2 ? lc_tensor_numel(t) / p->s[0] : 1;
+    if (strstr(p->d, "embedding"))
+        fan_in = 4;
+    lc_binary_scalar_(LC_MUL, t, is_bias ? 0.02 : is_norm ? 0.1 : 1.0 / sqrt((double)fan_in));
+    if (is_norm)
+        lc_binary_scalar_(LC_ADD, t, 1.0);
+    lc_tensor *h = lc_tensor_to(t, LC_F16);
+    lc_tensor_free(t);
+    return h;
+}
+
+/* Writes the same random values under both layouts' names; ldm names get
+ * `prefix` in front (first_stage_model. for the VAE). */
+static void save_specs(const char *dpath, const char *lpath, specs *ss, const char *prefix,
+                       uint64_t seed)
+{
+    lc_generator *g = lc_generator_new(seed, 0);
+    const char **dn = malloc((size_t)ss->n * sizeof *dn), **ln = malloc((size_t)ss->n * sizeof *ln);
+    lc_tensor **dt = malloc((size_t)ss->n * sizeof *dt), **lt = malloc((size_t)ss->n * sizeof *lt);
+    for (int i = 0; i < ss->n; i++) {
+        char tmp[160];
+        snprintf(tmp, sizeof tmp, "%s%s", prefix, ss->v[i].l);
+        memcpy(ss->v[i].l, tmp, sizeof tmp);
+        dn[i] = ss->v[i].d, ln[i] = ss->v[i].l;
+        lt[i] = random_f16(g, &ss->v[i], 1);
+        /* ldm's 1x1-conv attention weights are linear weights in diffusers */
+        dt[i] = ss->v[i].nd < 0 ? lc_tensor_view(lt[i], 2, lt[i]->shape) : lc_tensor_clone(lt[i]);
+        ck_assert_ptr_nonnull(dt[i]);
+    }
+    ck_assert_msg(lc_st_save(dpath, ss->n, dn, dt, 0, NULL, NULL) == LC_OK, "%s", lc_errmsg());
+    ck_assert_msg(lc_st_save(lpath, ss->n, ln, lt, 0, NULL, NULL) == LC_OK, "%s", lc_errmsg());
+    for (int i = 0; i < ss->n; i++)
+        lc_tensor_free(dt[i]), lc_tensor_free(lt[i]);
+    free(dn), free(ln), free(dt), free(lt);
+    lc_generator_free(g);
+}
+
+START_TEST(sd15_full_size_both_layouts)
+{
+    char dir[] = "/tmp/lucid-sd15-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char te_path[256], vae_path[256], ldm_vae[256], ldm_te[256];
+    snprintf(te_path, sizeof te_path, "%s/text_encoder.safetensors", dir);
+    snprintf(vae_path, sizeof vae_path, "%s/vae.safetensors", dir);
+    snprintf(ldm_vae, sizeof ldm_vae, "%s/ldm_vae.safetensors", dir);
+    snprintf(ldm_te, sizeof ldm_te, "%s/ldm_te.safetensors", dir);
+    specs cs = {0}, vs = {0};
+    clip_specs(&cs);
+    vae_specs(&vs);
+    ck_assert_int_eq(cs.n, 196);
+    /* the two layouts hold the same values */
+    save_specs(te_path, ldm_te, &cs, "", 15);
+    save_specs(vae_path, ldm_vae, &vs, "first_stage_model.", 16);
+
+    /* diffusers layout, configs as the SD 1.5 folder's */
+    char cfgpath[4096];
+    snprintf(cfgpath, sizeof cfgpath, "%s/data/clip/sd1_clip_text_config.json",
+             getenv("LUCID_SRCDIR") ? getenv("LUCID_SRCDIR") : ".");
+    char *js = read_text(cfgpath);
+    lc_clip_config cc, ci;
+    ck_assert_int_eq(lc_clip_config_parse(&cc, js), LC_OK);
+    free(js);
+    lc_weights *w = lc_weights_new();
+    ck_assert_msg(lc_clip_load_diffusers(w, te_path) == LC_OK, "%s", lc_errmsg());
+    lc_clip_text *te_d = lc_clip_text_new(&cc, w);
+    ck_assert_msg(te_d != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+    /* single file: config inferred from shapes */
+    w = lc_weights_new();
+    int oc;
+    ck_assert_msg(lc_ldm_load_clip(w, ldm_te, &oc) == LC_OK, "%s", lc_errmsg());
+    ck_assert_int_eq(lc_clip_config_infer(&ci, w, LC_ACT_QUICK_GELU), LC_OK);
+    ck_assert_int_eq(ci.hidden, 768);
+    ck_assert_int_eq(ci.layers, 12);
+    ck_assert_int_eq(ci.heads, 12);
+    ck_assert_int_eq(ci.intermediate, 3072);
+    ck_assert_int_eq(ci.vocab_size, 49408);
+    ck_assert_int_eq(ci.max_pos, 77);
+    lc_clip_text *te_l = lc_clip_text_new(&ci, w);
+    ck_assert_msg(te_l != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+
+    int64_t is[2] = {1, 77};
+    lc_tensor *ids = lc_tensor_new(LC_I64, 2, is);
+    for (int i = 0; i < 77; i++)
+        lc_tensor_set(ids, i, i == 0 ? 49406 : i < 8 ? 320 + 7 * i : 49407);
+    lc_tensor *hd, *pd, *hl, *pl;
+    ck_assert_msg(lc_clip_text_forward(te_d, ids, 0, &hd, &pd) == LC_OK, "%s", lc_errmsg());
+    ck_assert_msg(lc_clip_text_forward(te_l, ids, 0, &hl, &pl) == LC_OK, "%s", lc_errmsg());
+    ck_assert_int_eq(hd->shape[2], 768);
+    ck_assert(lt_max_abs_diff(hd, hl) == 0 && lt_max_abs_diff(pd, pl) == 0);
+    ck_assert(isfinite(lt_max_abs(hd)));
+    lc_tensor_free(hd), lc_tensor_free(pd), lc_tensor_free(hl), lc_tensor_free(pl);
+    lc_tensor_free(ids);
+    lc_clip_text_free(te_d), lc_clip_text_free(te_l);
+
+    lc_vae_config vc, vi;
+    ck_assert_int_eq(lc_vae_config_parse(&vc, "{\"block_out_channels\": [128, 256, 512, 512], "
+                                              "\"layers_per_block\": 2, \"latent_channels\": 4, "
+                                              "\"scaling_factor\": 0.18215}"),
+                     LC_OK);
+    w = lc_weights_new();
+    ck_assert_msg(lc_vae_load_diffusers(w, vae_path) == LC_OK, "%s", lc_errmsg());
+    lc_vae *vd = lc_vae_new(&vc, w);
+    ck_assert_msg(vd != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+    w = lc_weights_new();
+    ck_assert_msg(lc_ldm_load_vae(w, ldm_vae) == LC_OK, "%s", lc_errmsg());
+    ck_assert_msg(lc_vae_config_infer(&vi, w) == LC_OK, "%s", lc_errmsg());
+    ck_assert_int_eq(vi.nblocks, 4);
+    ck_assert_int_eq(vi.layers_per_block, 2);
+    ck_assert_int_eq(vi.block_out[0], 128);
+    ck_assert_int_eq(vi.block_out[3], 512);
+    lc_vae *vl = lc_vae_new(&vi, w);
+    ck_assert_msg(vl != NULL, "%s", lc_errmsg());
+    lc_weights_free(w);
+    /* a small latent through the full-width decoder and back */
+    lc_generator *g = lc_generator_new(3, 0);
+    int64_t zs[4] = {1, 4, 4, 4};
+    lc_tensor *z = lc_randn(g, LC_F32, 4, zs);
+    lc_tensor *xd = lc_vae_decode(vd, z), *xl = lc_vae_decode(vl, z);
+    ck_assert_msg(xd && xl, "%s", lc_errmsg());
+    ck_assert_int_eq(xd->shape[2], 32);
+    ck_assert(lt_max_abs_diff(xd, xl) == 0 && isfinite(lt_max_abs(xd)));
+    lc_tensor *m1, *l1, *m2, *l2;
+    ck_assert_msg(lc_vae_encode(vd, xd, &m1, &l1) == LC_OK, "%s", lc_errmsg());
+    ck_assert_msg(lc_vae_encode(vl, xd, &m2, &l2) == LC_OK, "%s", lc_errmsg());
+    ck_assert(lc_tensor_same_shape(m1, z));
+    ck_assert(lt_max_abs_diff(m1, m2) == 0 && lt_max_abs_diff(l1, l2) == 0);
+    lc_tensor *objs[] = {z, xd, xl, m1, l1, m2, l2};
+    for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+        lc_tensor_free(objs[i]);
+    lc_generator_free(g);
+    lc_vae_free(vd), lc_vae_free(vl);
+    unlink(te_path), unlink(vae_path), unlink(ldm_vae), unlink(ldm_te);
+    rmdir(dir);
+    free(cs.v), free(vs.v);
+}
+END_TEST
+
 /* Threads do not survive Check's fork into each test: the pool starts in
  * each test's own process (a checked fixture), never in the parent. */
 static void pool_setup(void)
@@ -437,6 +744,7 @@ int main(void)
     tcase_add_test(tc, vae_errors);
     tcase_add_test(tc, checkpoint_probe);
     tcase_add_test(tc, taesd_shapes);
+    tcase_add_test(tc, sd15_full_size_both_layouts);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
