@@ -192,6 +192,50 @@ T.case("SD 2.x OpenCLIP text tower layout (single file)", function()
   os.remove(path)
 end)
 
+T.case("folder with fp16 variant files and legacy VAE attention names", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  T.truthy(os.execute("mkdir -p '" .. dir .. "/text_encoder' '" .. dir .. "/vae'"))
+  local function copy(rel)
+    local f = assert(io.open(DIR .. "/" .. rel, "rb")); local s = f:read("*a"); f:close()
+    f = assert(io.open(dir .. "/" .. rel, "wb")); f:write(s); f:close()
+  end
+  copy("model_index.json"); copy("text_encoder/config.json"); copy("vae/config.json")
+  local function half(src, dst, rename)
+    local out = {}
+    for k, v in pairs(lucid.safetensors.load(DIR .. "/" .. src)) do
+      out[rename and rename(k) or k] = v:to("f16")
+    end
+    if rename then
+      T.truthy(out["decoder.mid_block.attentions.0.query.weight"] and
+               out["encoder.mid_block.attentions.0.proj_attn.bias"], "legacy names written")
+    end
+    lucid.safetensors.save(dir .. "/" .. dst, out)
+  end
+  half("text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors")
+  local legacy = {to_q = "query", to_k = "key", to_v = "value", ["to_out.0"] = "proj_attn"}
+  half("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+       function(k)
+         return (k:gsub("attentions%.0%.(to_[qkvout%.0]+)%.", function(p)
+           return "attentions.0." .. legacy[p] .. "."
+         end))
+       end)
+  local p = lucid.load(dir, {unet = false})
+  T.eq(p.unet, nil)
+  -- f16 weights: about 3 significant digits
+  local h = p.text_encoder:forward(G["text_encoder/0/input_ids"])
+  local ref = G["text_encoder/0/last_hidden_state"]
+  local rel = T.maxdiff(h, ref) / ref:abs():max():item()
+  print(string.format("  fp16 text encoder: relative max error %.3g", rel))
+  T.truthy(rel < 1e-2, "fp16 text encoder error " .. rel)
+  local d = p.vae:decode_raw(G["vae/decode_in"])
+  ref = G["vae/decode_out"]
+  rel = T.maxdiff(d, ref) / ref:abs():max():item()
+  print(string.format("  fp16 legacy-named VAE: relative max error %.3g", rel))
+  T.truthy(rel < 1e-2, "fp16 vae error " .. rel)
+  os.execute("rm -rf '" .. dir .. "'")
+end)
+
 T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
   local im = lucid.image.load(T.data("test_images/astronaut.png")) -- [1,3,512,512]
   local x = im:view({1, 3, 256, 2, 256, 2}):mean(6):mean(4) -- 2x2 box downscale
