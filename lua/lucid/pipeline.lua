@@ -56,6 +56,17 @@ local function weights_file(dir, stem)
   error(dir .. ": no " .. stem .. ".safetensors (nor its .fp16/.bf16 variants)", 0)
 end
 
+local function clean(msg) return (tostring(msg):gsub("^[^\n]-%.lua:%d+: ", "")) end
+
+-- wraps a method so that its errors point at the caller, not at this file
+local function guarded(f)
+  return function(...)
+    local r = {pcall(f, ...)}
+    if not r[1] then error(clean(r[2]), 2) end
+    return unpack(r, 2, table.maxn(r))
+  end
+end
+
 -- ---------------------------------------------------------------------
 -- VAE: latents in and out of the scaled space, images in [0,1]
 
@@ -69,33 +80,34 @@ local function new_vae(c)
 end
 
 --- image [N,3,H,W] in [0,1] -> mean, logvar (unscaled latents)
-function VAE:encode_moments(image)
+VAE.encode_moments = guarded(function(self, image)
   return self.c:encode_moments(image * 2 - 1)
-end
+end)
 
 --- image [N,3,H,W] in [0,1] -> latent mean times the scaling factor
-function VAE:encode(image)
-  local mean = self:encode_moments(image)
+VAE.encode = guarded(function(self, image)
+  local mean = self.c:encode_moments(image * 2 - 1)
   if self.shift_factor ~= 0 then mean = mean - self.shift_factor end
   return mean * self.scaling_factor
-end
+end)
 
 --- unscaled latent -> raw decoder output (about [-1,1]), as diffusers'
 -- vae.decode. opts.tile / opts.overlap (latent pixels) decode in blended
 -- tiles; latents larger than 128x128 are tiled by default (tile 64).
-function VAE:decode_raw(z, opts)
+local function decode_raw(self, z, opts)
   local s = z:shape()
-  if not opts and (s[3] > 128 or s[4] > 128) then opts = {tiled = true} end
+  if not opts and #s == 4 and (s[3] > 128 or s[4] > 128) then opts = {tiled = true} end
   return self.c:decode_raw(z, opts)
 end
+VAE.decode_raw = guarded(decode_raw)
 
 --- scaled latent -> image [N,3,H,W] in [0,1]
-function VAE:decode(latent, opts)
+VAE.decode = guarded(function(self, latent, opts)
   local z = latent / self.scaling_factor
   if self.shift_factor ~= 0 then z = z + self.shift_factor end
-  local x = self:decode_raw(z, opts)
+  local x = decode_raw(self, z, opts)
   return ((x + 1) / 2):clamp(0, 1)
-end
+end)
 
 function VAE:free() self.c:free() end
 
@@ -120,8 +132,8 @@ function M.taesd(dir)
   return setmetatable({c = core.taesd_load(enc, dec)}, TAESD)
 end
 
-function TAESD:encode(image) return self.c:encode(image) end
-function TAESD:decode(latent) return self.c:decode(latent) end
+TAESD.encode = guarded(function(self, image) return self.c:encode(image) end)
+TAESD.decode = guarded(function(self, latent) return self.c:decode(latent) end)
 function TAESD:free() self.c:free() end
 
 -- ---------------------------------------------------------------------
@@ -138,11 +150,11 @@ Pipe.__index = function(self, k)
 end
 
 --- text -> [1,77,C] conditioning (opts.clip_skip as text_encoder:forward)
-function Pipe:encode_prompt(text, opts)
-  if not self.tokenizer then error("encode_prompt: this pipeline has no tokenizer", 2) end
+Pipe.encode_prompt = guarded(function(self, text, opts)
+  if not self.tokenizer then error("encode_prompt: this pipeline has no tokenizer", 0) end
   local ids = self.tokenizer:encode(text)
   return self.text_encoder:forward(ids, opts)
-end
+end)
 
 -- scheduler defaults for single files (the model folders' own files for SD
 -- 1.x and 2.x; SD 2.x single files are assumed to be the 768-v models,

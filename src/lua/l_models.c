@@ -189,7 +189,7 @@ static int l_checkpoint_probe(lua_State *L)
     lua_pushinteger(L, p.name);   \
     lua_setfield(L, -2, #name);
     F(unet) F(vae) F(clip) F(openclip) F(sdxl) F(diffusers_unet) F(diffusers_vae)
-    F(diffusers_clip) F(ldm_vae_only) F(taesd) F(total)
+    F(diffusers_clip) F(ldm_vae_only) F(taesd) F(controlnet) F(lora) F(total)
 #undef F
     return 1;
 }

@@ -33,6 +33,9 @@ int lc_ldm_probe_file(const char *path, lc_ldm_probe *p)
         p->ldm_vae_only += starts(k, "encoder.down.") || starts(k, "decoder.up.");
         p->diffusers_clip += starts(k, "text_model.");
         p->taesd += strstr(k, ".conv.4.weight") != NULL && k[0] >= '0' && k[0] <= '9';
+        p->controlnet += starts(k, "controlnet_") || starts(k, "control_model.");
+        p->lora += starts(k, "lora_") || strstr(k, ".lora_down.") || strstr(k, ".lora_A.") ||
+                   strstr(k, ".lora_up.") || strstr(k, ".lora_B.");
     }
     lc_st_close(f);
     return LC_OK;
@@ -53,6 +56,10 @@ int lc_ldm_check_sd(const char *path, const lc_ldm_probe *p)
     const char *what = NULL;
     if (p->sdxl)
         what = "an SDXL checkpoint (conditioner.embedders.*), which is not supported";
+    else if (p->lora)
+        what = "a LoRA (low-rank weight deltas), not a full model";
+    else if (p->controlnet)
+        what = "a ControlNet; load it with the pipeline it conditions";
     else if (p->diffusers_unet)
         what = "a diffusers UNet-only file (down_blocks.*); load the model folder instead";
     else if (p->diffusers_vae || p->ldm_vae_only || (p->vae && !p->unet))

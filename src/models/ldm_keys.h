@@ -15,6 +15,8 @@ typedef struct {
     int openclip;    /* cond_stage_model.model.* */
     int sdxl;        /* conditioner.embedders.* */
     int diffusers_unet, diffusers_vae, diffusers_clip, ldm_vae_only, taesd;
+    int controlnet; /* controlnet_* (diffusers) or control_model.* (ldm) */
+    int lora;       /* lora_unet_*, lora_te_*, *.lora_down.* / *.lora_A.* */
     int total;
 } lc_ldm_probe;
 

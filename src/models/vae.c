@@ -134,18 +134,20 @@ int lc_vae_config_parse(lc_vae_config *c, const char *json_text)
 int lc_vae_config_infer(lc_vae_config *c, lc_weights *w)
 {
     config_defaults(c);
+    /* channel counts from the outer convs; when one is missing, keep the
+     * SD default so that lc_vae_new reports it with its expected shape */
     lc_tensor *cin = lc_weights_get(w, "encoder.conv_in.weight");
     lc_tensor *dout = lc_weights_get(w, "decoder.conv_out.weight");
     lc_tensor *dcin = lc_weights_get(w, "decoder.conv_in.weight");
-    lc_tensor *gn = lc_weights_get(w, "encoder.down_blocks.0.resnets.0.norm1.weight");
-    if (!cin || cin->ndim != 4 || !dout || dout->ndim != 4 || !dcin || dcin->ndim != 4)
-        return lc_err("vae: missing tensor %s", !cin ? "encoder.conv_in.weight"
-                                                : !dout ? "decoder.conv_out.weight"
-                                                        : "decoder.conv_in.weight");
-    (void)gn;
-    c->in_channels = (int)cin->shape[1];
-    c->out_channels = (int)dout->shape[0];
-    c->latent_channels = (int)dcin->shape[1];
+    lc_tensor *pq = lc_weights_get(w, "post_quant_conv.weight");
+    if (cin && cin->ndim == 4)
+        c->in_channels = (int)cin->shape[1];
+    if (dout && dout->ndim == 4)
+        c->out_channels = (int)dout->shape[0];
+    if (dcin && dcin->ndim == 4)
+        c->latent_channels = (int)dcin->shape[1];
+    else if (pq && pq->ndim == 4)
+        c->latent_channels = (int)pq->shape[0];
     char name[128];
     int n = 0;
     for (;; n++) {

@@ -100,6 +100,9 @@ T.case("missing tensor reported by name with its expected shape", function()
   path = edited_copy(function(t) t["first_stage_model.decoder.conv_out.weight"] = nil end)
   T.raises(function() lucid.load(path, {config = DIR}) end,
            "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
+  -- also when the config is inferred from the remaining shapes
+  T.raises(function() lucid.load(path) end,
+           "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
   os.remove(path)
 end)
 
@@ -249,7 +252,11 @@ T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
   local psnr = -10 * math.log10(mse)
   print(string.format("  TAESD astronaut 256x256 round trip PSNR %.2f dB", psnr))
   T.truthy(psnr > 20, "PSNR " .. psnr)
-  T.raises(function() taesd:encode(lucid.zeros({1, 3, 20, 16})) end, "multiples of 8")
+  local err = T.raises(function() taesd:encode(lucid.zeros({1, 3, 20, 16})) end, "multiples of 8")
+  T.truthy(not err:find("pipeline.lua", 1, true), "error points at the caller: " .. err)
+  err = T.raises(function() pipes.diffusers.vae:decode(lucid.zeros({1, 3, 8, 8})) end,
+                 "vae decode: latent [1,3,8,8], expected [N,4,h,w]")
+  T.truthy(err:find("test_models.lua", 1, true), "error points at the caller: " .. err)
 end)
 
 T.done()

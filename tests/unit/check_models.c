@@ -379,6 +379,11 @@ START_TEST(checkpoint_probe)
                      LC_OK);
     ck_assert_int_eq(lc_ldm_check_sd("u.safetensors", &p), LC_ERR);
     ck_assert_msg(strstr(lc_errmsg(), "UNet-only"), "%s", lc_errmsg());
+    ck_assert_int_eq(lc_ldm_probe_file(lt_data(TINY "controlnet/diffusion_pytorch_model.safetensors"),
+                                       &p),
+                     LC_OK);
+    ck_assert_int_eq(lc_ldm_check_sd("c.safetensors", &p), LC_ERR);
+    ck_assert_msg(strstr(lc_errmsg(), "it looks like a ControlNet"), "%s", lc_errmsg());
 }
 END_TEST
 
