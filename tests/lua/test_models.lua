@@ -58,6 +58,29 @@ for layout, pipe in pairs(pipes) do
   end)
 end
 
+-- the whole tiny pipeline (prompt -> embeddings -> DDIM with CFG -> VAE)
+-- against the golden StableDiffusionPipeline run, in both layouts
+for layout, pipe in pairs(pipes) do
+  T.case(layout .. ": txt2img end to end (DDIM, 10 steps, CFG 7.5)", function()
+    local pos = pipe:encode_prompt("a painting of a fox in the snow, trending on artstation")
+    local neg = pipe:encode_prompt("blurry, low quality")
+    close(layout .. " embeds/positive", pos, G["embeds/positive"])
+    close(layout .. " embeds/negative", neg, G["embeds/negative"])
+    local s = lucid.scheduler("ddim", pipe)
+    s:set_timesteps(10)
+    local x = G["txt2img/init_latents"] * s.init_noise_sigma
+    local ctx = lucid.cat({neg, pos}, 1)
+    for _, t in ipairs(s.timesteps) do
+      local eps = pipe.unet:forward(s:scale_model_input(lucid.cat({x, x}, 1), t), t, ctx)
+      local e_neg, e_pos = eps:narrow(1, 1, 1), eps:narrow(1, 2, 1)
+      x = s:step(e_neg + (e_pos - e_neg) * 7.5, t, x)
+    end
+    close(layout .. " txt2img final_latents", x, G["txt2img/DDIMScheduler/final_latents"])
+    close(layout .. " txt2img decoded", pipe.vae:decode_raw(x / pipe.vae.scaling_factor),
+          G["txt2img/DDIMScheduler/decoded"])
+  end)
+end
+
 T.case("single file without a config folder: VAE inferred, SD 1.x scheduler defaults", function()
   local p = lucid.load(LDM, {unet = false})
   T.eq(p.config.vae.latent_channels, 4)
