@@ -43,6 +43,7 @@ typedef struct {
     int64_t j0, nw;
     float *bp;
     int64_t mc, nc, nblocks;
+    int ct; /* computing C^T: element (i, j) of this job lives at c[j*ldc + i] */
 } gemm_job;
 
 static int64_t min64(int64_t x, int64_t y)
@@ -75,11 +76,18 @@ static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, in
         float beta = pc == 0 ? j->beta : 1.f;
         for (int64_t jr = 0; jr < jw; jr += nr) {
             const float *bpan = j->bp + ((jj0 + jr) / nr) * j->k * nr + pc * nr;
-            float *cc = j->c + i0 * j->ldc + j->j0 + jj0 + jr;
+            int64_t col = j->j0 + jj0 + jr;
             int nre = (int)min64(nr, jw - jr);
-            for (int64_t ir = 0; ir < mw; ir += mr)
-                u->kernel(kcb, apack + (ir / mr) * kcb * mr, bpan, cc + ir * j->ldc, j->ldc,
-                          j->alpha, beta, (int)min64(mr, mw - ir), nre);
+            for (int64_t ir = 0; ir < mw; ir += mr) {
+                const float *ap = apack + (ir / mr) * kcb * mr;
+                int mre = (int)min64(mr, mw - ir);
+                if (j->ct)
+                    u->kernel_ct(kcb, ap, bpan, j->c + col * j->ldc + i0 + ir, j->ldc, j->alpha,
+                                 beta, mre, nre);
+                else
+                    u->kernel(kcb, ap, bpan, j->c + (i0 + ir) * j->ldc + col, j->ldc, j->alpha,
+                              beta, mre, nre);
+            }
         }
     }
 }
@@ -136,6 +144,23 @@ static int compute_pass(gemm_job *j)
     return lc_parallel_for(cdiv(j->m, j->mc) * j->nblocks, 1, compute_blocks, j);
 }
 
+/* Memory traffic of the packing, in units of k floats: op(B) is packed in a
+ * pass (read + write) and read again by every row block; op(A) is packed
+ * once per column block. */
+static int64_t pack_traffic(const lk_gemm_ukr *u, int64_t m, int64_t n)
+{
+    return n * (2 + cdiv(m, u->mc)) + m * cdiv(n, u->nc);
+}
+
+/* Whether computing C^T moves clearly less memory (from the shape only).
+ * Below one kc block the packing is cheap next to writing C, which the
+ * transposed stores make dearer (64x4096x40: 145 -> 135 GFLOP/s), while a
+ * thin product with a wide B gains (64x1280x11520: 102 -> 120). */
+static int swap_pays(const lk_gemm_ukr *u, int64_t m, int64_t n, int64_t k)
+{
+    return u->kernel_ct && k >= u->kc && 5 * pack_traffic(u, n, m) < 4 * pack_traffic(u, m, n);
+}
+
 int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float beta, float *c, int64_t ldc)
@@ -151,6 +176,16 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int
     gemm_job j = {.u = u, .transa = transa, .transb = transb, .m = m, .n = n, .k = k,
                   .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta,
                   .a = a, .b = b, .c = c};
+    if (swap_pays(u, m, n, k)) {
+        /* C^T = op(B)^T op(A)^T: the wide operand becomes A, packed block by
+         * block as it is used, instead of in a pass of its own. Each
+         * element's products and sums are the same, so are its bits. */
+        j = (gemm_job){.u = u, .transa = !transb, .transb = !transa, .m = n, .n = m, .k = k,
+                       .lda = ldb, .ldb = lda, .ldc = ldc, .alpha = alpha, .beta = beta,
+                       .a = b, .b = a, .c = c, .ct = 1};
+        m = j.m;
+        n = j.n;
+    }
     int64_t panels_per_pass = BPACK_CAP / (k * u->nr);
     if (panels_per_pass < 1)
         panels_per_pass = 1;

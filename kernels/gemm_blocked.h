@@ -16,6 +16,10 @@ typedef struct lk_gemm_ukr {
      * (column by column), Bp kc rows of nr. beta == 0 never reads C. */
     void (*kernel)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
                    float alpha, float beta, int mr_eff, int nr_eff);
+    /* the same with the tile stored transposed: element (i, j) at c[j*ldc + i]
+     * (the driver computes C^T = op(B)^T op(A)^T when that packs less) */
+    void (*kernel_ct)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                      float alpha, float beta, int mr_eff, int nr_eff);
     /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff zero */
     void (*pack_a)(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
                    int64_t kc, float *dst);

@@ -76,6 +76,19 @@ static void kernel_6x16(int64_t kc, const float *ap, const float *bp, float *c, 
         }
 }
 
+/* the tile stored transposed: element (i, j) at c[j*ldc + i] */
+static void kernel_6x16_ct(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                           float alpha, float beta, int mr_eff, int nr_eff)
+{
+    _Alignas(32) float t[MR * NR];
+    tile(kc, ap, bp, t, NR, 1.f, 0.f, 1);
+    for (int j = 0; j < nr_eff; j++)
+        for (int i = 0; i < mr_eff; i++) {
+            float *cp = c + j * ldc + i;
+            *cp = beta == 0.f ? alpha * t[i * NR + j] : fmaf(alpha, t[i * NR + j], beta * *cp);
+        }
+}
+
 /* dst[p*w + r] = op(X)[r, p] for r < rows, zero for rows <= r < w, where
  * op(X)[r, p] = src[r*rs + p*ps] */
 static void pack_panel(const float *src, int64_t rs, int64_t ps, int rows, int64_t kc, int w,
@@ -117,6 +130,7 @@ const lk_gemm_ukr lk_gemm_ukr_avx2 = {
     .name = "avx2 6x16",
     .mr = MR, .nr = NR, .kc = KC, .mc = MC, .nc = NC,
     .kernel = kernel_6x16,
+    .kernel_ct = kernel_6x16_ct,
     .pack_a = pack_a,
     .pack_b = pack_b,
 };

@@ -25,61 +25,6 @@ static inline __mmask16 lanes(int n)
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-/* nv = 1 or 2 vectors of 16 columns; inlined into two fixed-width kernels so
- * the accumulators stay in registers */
-static inline __attribute__((always_inline)) void
-tile(int nv, int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-     int64_t ldc, float alpha, float beta, int mr_eff, int nr_eff)
-{
-    __m512 acc[MR][2];
-#pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        acc[i][0] = _mm512_setzero_ps();
-        acc[i][1] = _mm512_setzero_ps();
-    }
-    for (int64_t p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = nv > 1 ? _mm512_load_ps(b + 16) : b0;
-#pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
-            __m512 av = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-            if (nv > 1)
-                acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
-        }
-        a += MR;
-        b += NR;
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __mmask16 m0 = lanes(nr_eff), m1 = lanes(nr_eff - 16);
-#pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        if (i >= mr_eff)
-            break;
-        float *cp = c + i * ldc;
-        if (beta == 0.f) {
-            _mm512_mask_storeu_ps(cp, m0, _mm512_mul_ps(va, acc[i][0]));
-            if (nv > 1)
-                _mm512_mask_storeu_ps(cp + 16, m1, _mm512_mul_ps(va, acc[i][1]));
-        } else {
-            __m512 c0 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, cp));
-            _mm512_mask_storeu_ps(cp, m0, _mm512_fmadd_ps(va, acc[i][0], c0));
-            if (nv > 1) {
-                __m512 c1 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, cp + 16));
-                _mm512_mask_storeu_ps(cp + 16, m1, _mm512_fmadd_ps(va, acc[i][1], c1));
-            }
-        }
-    }
-}
-
-static void kernel_14x32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                         float alpha, float beta, int mr_eff, int nr_eff)
-{
-    if (nr_eff > 16)
-        tile(2, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
-    else
-        tile(1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
-}
-
 /* In-register transpose of a 16x16 block: r[i] row i in, column i out.
  * Every loop is unrolled so the arrays stay in registers (rolled, GCC keeps
  * them on the stack and the packing runs at a third of the speed). */
@@ -113,6 +58,103 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i++)
         r[i] = t[i];
+}
+
+/* nv = 1 or 2 vectors of 16 columns; inlined into two fixed-width kernels so
+ * the accumulators stay in registers */
+static inline __attribute__((always_inline)) void
+tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict b,
+     float *restrict c, int64_t ldc, float alpha, float beta, int mr_eff, int nr_eff)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = nv > 1 ? _mm512_load_ps(b + 16) : b0;
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+            if (nv > 1)
+                acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        }
+        a += MR;
+        b += NR;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (ct) {
+        /* C^T: transpose the tile 16 columns at a time; row j of C^T gets
+         * the tile's column j, mr_eff long */
+        _Alignas(64) float t[16 * NR];
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; i++) {
+            _mm512_store_ps(t + i * NR, acc[i][0]);
+            _mm512_store_ps(t + i * NR + 16, acc[i][1]);
+        }
+        for (int i = MR; i < 16; i++) {
+            _mm512_store_ps(t + i * NR, _mm512_setzero_ps());
+            _mm512_store_ps(t + i * NR + 16, _mm512_setzero_ps());
+        }
+        __mmask16 mm = lanes(mr_eff);
+        for (int h = 0; h < nv; h++) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++)
+                v[q] = _mm512_load_ps(t + q * NR + 16 * h);
+            transpose16(v);
+#pragma GCC unroll 16
+            for (int l = 0; l < 16; l++) {
+                if (16 * h + l >= nr_eff)
+                    break;
+                float *cp = c + (16 * h + l) * ldc;
+                __m512 r = beta == 0.f ? _mm512_mul_ps(va, v[l])
+                                       : _mm512_fmadd_ps(va, v[l],
+                                                         _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mm, cp)));
+                _mm512_mask_storeu_ps(cp, mm, r);
+            }
+        }
+        return;
+    }
+    __mmask16 m0 = lanes(nr_eff), m1 = lanes(nr_eff - 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        if (i >= mr_eff)
+            break;
+        float *cp = c + i * ldc;
+        if (beta == 0.f) {
+            _mm512_mask_storeu_ps(cp, m0, _mm512_mul_ps(va, acc[i][0]));
+            if (nv > 1)
+                _mm512_mask_storeu_ps(cp + 16, m1, _mm512_mul_ps(va, acc[i][1]));
+        } else {
+            __m512 c0 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, cp));
+            _mm512_mask_storeu_ps(cp, m0, _mm512_fmadd_ps(va, acc[i][0], c0));
+            if (nv > 1) {
+                __m512 c1 = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, cp + 16));
+                _mm512_mask_storeu_ps(cp + 16, m1, _mm512_fmadd_ps(va, acc[i][1], c1));
+            }
+        }
+    }
+}
+
+static void kernel_14x32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                         float alpha, float beta, int mr_eff, int nr_eff)
+{
+    if (nr_eff > 16)
+        tile(2, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+    else
+        tile(1, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+}
+
+static void kernel_14x32_ct(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                            float alpha, float beta, int mr_eff, int nr_eff)
+{
+    if (nr_eff > 16)
+        tile(2, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+    else
+        tile(1, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
 }
 
 /* dst[p*w + r] = src[r*ld + p] for r < rows, zero for rows <= r < w
@@ -195,6 +237,7 @@ const lk_gemm_ukr lk_gemm_ukr_avx512 = {
     .name = "avx512 14x32",
     .mr = MR, .nr = NR, .kc = KC, .mc = MC, .nc = NC,
     .kernel = kernel_14x32,
+    .kernel_ct = kernel_14x32_ct,
     .pack_a = pack_a,
     .pack_b = pack_b,
 };
