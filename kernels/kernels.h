@@ -13,7 +13,9 @@ typedef enum { LK_ARCH_REF = 0, LK_ARCH_AVX2, LK_ARCH_AVX512 } lk_arch;
 /* Row-major single-precision GEMM:
  *   C[m,n] = alpha * op(A)[m,k] @ op(B)[k,n] + beta * C
  * op(A) = A (lda >= k) or A^T when transa (A stored [k,m], lda >= m); same
- * for B. Runs on the lucid pool; bit-identical for any thread count. */
+ * for B. Runs on the lucid pool; bit-identical for any thread count (and
+ * for every path a level may take: C^T, packed B). beta == 0 never reads C.
+ * Called from inside a pool task it runs serially on that thread. */
 void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
