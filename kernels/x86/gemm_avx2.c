@@ -50,9 +50,11 @@ tile(int64_t kc, const float *restrict a, const float *restrict b, float *restri
     for (int i = 0; i < MR; i++) {
         float *cp = c + i * ldc;
         for (int v = 0; v < 2; v++) {
-            __m256 r = scratch || beta == 0.f
-                           ? _mm256_mul_ps(va, acc[i][v])
-                           : _mm256_fmadd_ps(va, acc[i][v], _mm256_mul_ps(vb, _mm256_loadu_ps(cp + 8 * v)));
+            __m256 r;
+            if (scratch || beta == 0.f)
+                r = _mm256_mul_ps(va, acc[i][v]);
+            else
+                r = _mm256_fmadd_ps(va, acc[i][v], _mm256_mul_ps(vb, _mm256_loadu_ps(cp + 8 * v)));
             _mm256_storeu_ps(cp + 8 * v, r);
         }
     }

@@ -110,9 +110,11 @@ tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict 
                 if (16 * h + l >= nr_eff)
                     break;
                 float *cp = c + (16 * h + l) * ldc;
-                __m512 r = beta == 0.f ? _mm512_mul_ps(va, v[l])
-                                       : _mm512_fmadd_ps(va, v[l],
-                                                         _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mm, cp)));
+                __m512 r;
+                if (beta == 0.f)
+                    r = _mm512_mul_ps(va, v[l]);
+                else
+                    r = _mm512_fmadd_ps(va, v[l], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mm, cp)));
                 _mm512_mask_storeu_ps(cp, mm, r);
             }
         }

@@ -81,7 +81,8 @@ static void check_one(int ta, int tb, shape s, float alpha, float beta, int nan_
             }
             double cv = c0.p[i * c0.ld + j];
             double exact = alpha * sum + (beta == 0.f ? 0.0 : beta * cv);
-            double bound = gamma * (fabs(alpha) * mag + (beta == 0.f ? 0.0 : fabs(beta * cv))) + 1e-30;
+            double cmag = beta == 0.f ? 0.0 : fabs(beta * cv);
+            double bound = gamma * (fabs(alpha) * mag + cmag) + 1e-30;
             double got = c.p[i * c.ld + j];
             ck_assert_msg(fabs(got - exact) <= bound,
                           "%s ta=%d tb=%d %ldx%ldx%ld alpha=%g beta=%g: C[%ld,%ld] = %.9g, "
