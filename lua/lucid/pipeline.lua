@@ -84,11 +84,19 @@ VAE.encode_moments = guarded(function(self, image)
   return self.c:encode_moments(image * 2 - 1)
 end)
 
---- image [N,3,H,W] in [0,1] -> latent mean times the scaling factor
-VAE.encode = guarded(function(self, image)
-  local mean = self.c:encode_moments(image * 2 - 1)
-  if self.shift_factor ~= 0 then mean = mean - self.shift_factor end
-  return mean * self.scaling_factor
+--- image [N,3,H,W] in [0,1] -> latent mean times the scaling factor.
+-- opts.generator (a lucid.generator): a sample of the latent distribution
+-- instead, mean + exp(logvar / 2) * generator:randn(shape), as diffusers'
+-- latent_dist.sample(generator) (img2img pipelines use it).
+VAE.encode = guarded(function(self, image, opts)
+  local mean, logvar = self.c:encode_moments(image * 2 - 1)
+  local z = mean
+  if opts and opts.generator then
+    local noise = opts.generator:randn(mean:shape())
+    z = mean + (logvar * 0.5):exp() * noise
+  end
+  if self.shift_factor ~= 0 then z = z - self.shift_factor end
+  return z * self.scaling_factor
 end)
 
 --- unscaled latent -> raw decoder output (about [-1,1]), as diffusers'
@@ -155,6 +163,16 @@ Pipe.encode_prompt = guarded(function(self, text, opts)
   local ids = self.tokenizer:encode(text)
   return self.text_encoder:forward(ids, opts)
 end)
+
+--- releases every component now (instead of at garbage collection)
+function Pipe:free()
+  for _, k in ipairs({"text_encoder", "vae", "unet"}) do
+    local c = rawget(self, k)
+    if c and c.free then c:free() end
+  end
+  local t = rawget(self, "taesd")
+  if t then t:free() end
+end
 
 -- scheduler defaults for single files (the model folders' own files for SD
 -- 1.x and 2.x; SD 2.x single files are assumed to be the 768-v models,

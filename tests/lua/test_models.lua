@@ -51,6 +51,10 @@ for layout, pipe in pairs(pipes) do
     close(layout .. " vae/logvar", logvar, G["vae/logvar"])
     close(layout .. " vae:encode = mean * scaling_factor", vae:encode(img01),
           G["vae/mean"] * 0.18215)
+    -- sampling: mean + std * noise, the noise drawn from the given generator
+    local noise = lucid.generator(7):randn({1, 4, 8, 8})
+    local want = (G["vae/mean"] + (G["vae/logvar"] * 0.5):exp() * noise) * 0.18215
+    close(layout .. " vae:encode sampled", vae:encode(img01, {generator = lucid.generator(7)}), want)
     close(layout .. " vae/decode_out", vae:decode_raw(G["vae/decode_in"]), G["vae/decode_out"])
     local img = vae:decode(G["vae/decode_in"] * 0.18215)
     close(layout .. " vae:decode in [0,1]", img, ((G["vae/decode_out"] + 1) / 2):clamp(0, 1))
@@ -260,6 +264,13 @@ T.case("folder with fp16 variant files and legacy VAE attention names", function
   print(string.format("  fp16 legacy-named VAE: relative max error %.3g", rel))
   T.truthy(rel < 1e-2, "fp16 vae error " .. rel)
   os.execute("rm -rf '" .. dir .. "'")
+end)
+
+T.case("pipe:free releases the components", function()
+  local p = lucid.load(DIR, {unet = false})
+  p:free()
+  T.raises(function() p.text_encoder:forward(G["text_encoder/0/input_ids"]) end, "freed")
+  T.raises(function() p.vae:decode(G["vae/decode_in"]) end, "freed")
 end)
 
 T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
