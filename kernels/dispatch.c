@@ -198,3 +198,33 @@ void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t
     }
     lk_sgemm_ref(transa, 0, m, p->n, p->k, alpha, a, lda, p->data, p->n, beta, c, ldc);
 }
+
+/* The reference has no panels: fn writes column chunks as one panel each
+ * (nr = the chunk width, i.e. a row-major k x width block). */
+#define BFN_REF_COLS 256
+
+void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                  int64_t lda, lk_pack_b_fn fn, void *ctx, float beta, float *c, int64_t ldc)
+{
+    if (!table.ready)
+        lk_init();
+    if (m <= 0 || n <= 0)
+        return;
+    if (table.gemm && lk_gemm_blocked_bfn(table.gemm, transa, m, n, k, alpha, a, lda, fn, ctx,
+                                          beta, c, ldc) == 0)
+        return;
+    int64_t w = n < BFN_REF_COLS ? n : BFN_REF_COLS;
+    float *buf = aligned_alloc(64, ((size_t)(k > 0 ? k : 1) * (size_t)w * sizeof(float) + 63) /
+                                       64 * 64);
+    if (!buf) {
+        lc_err("sgemm: out of memory for %ldx%ld columns of B", (long)k, (long)w);
+        return;
+    }
+    for (int64_t j0 = 0; j0 < n; j0 += w) {
+        int64_t cols = n - j0 < w ? n - j0 : w;
+        if (k > 0)
+            fn(ctx, j0, cols, (int)cols, buf);
+        lk_sgemm_ref(transa, 0, m, cols, k, alpha, a, lda, buf, cols, beta, c + j0, ldc);
+    }
+    free(buf);
+}

@@ -44,6 +44,8 @@ typedef struct {
     float *bp;
     int64_t mc, nc, nblocks;
     int ct; /* computing C^T: element (i, j) of this job lives at c[j*ldc + i] */
+    lk_gemm_bfn bfn; /* when set, writes the panels of op(B) in place of pack_b */
+    void *bctx;
 } gemm_job;
 
 static int64_t min64(int64_t x, int64_t y)
@@ -60,8 +62,11 @@ static void pack_b_panels(void *ctx, int64_t q0, int64_t q1)
 {
     const gemm_job *j = ctx;
     int nr = j->u->nr;
-    j->u->pack_b(j->transb, j->b, j->ldb, j->k, j->j0 + q0 * nr, min64(q1 * nr, j->nw) - q0 * nr,
-                 j->bp + q0 * j->k * nr);
+    int64_t col = j->j0 + q0 * nr, ncols = min64(q1 * nr, j->nw) - q0 * nr;
+    if (j->bfn)
+        j->bfn(j->bctx, col, ncols, nr, j->bp + q0 * j->k * nr);
+    else
+        j->u->pack_b(j->transb, j->b, j->ldb, j->k, col, ncols, j->bp + q0 * j->k * nr);
 }
 
 static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, int64_t jw)
@@ -161,9 +166,10 @@ static int swap_pays(const lk_gemm_ukr *u, int64_t m, int64_t n, int64_t k)
     return u->kernel_ct && k >= u->kc && 5 * pack_traffic(u, n, m) < 4 * pack_traffic(u, m, n);
 }
 
-int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
+static int gemm_run(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, float beta, float *c, int64_t ldc)
+                    int64_t ldb, lk_gemm_bfn bfn, void *bctx, float beta, float *c,
+                    int64_t ldc)
 {
     if (m <= 0 || n <= 0)
         return 0;
@@ -175,8 +181,8 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int
     }
     gemm_job j = {.u = u, .transa = transa, .transb = transb, .m = m, .n = n, .k = k,
                   .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta,
-                  .a = a, .b = b, .c = c};
-    if (swap_pays(u, m, n, k)) {
+                  .a = a, .b = b, .c = c, .bfn = bfn, .bctx = bctx};
+    if (!bfn && swap_pays(u, m, n, k)) {
         /* C^T = op(B)^T op(A)^T: the wide operand becomes A, packed block by
          * block as it is used, instead of in a pass of its own. Each
          * element's products and sums are the same, so are its bits. */
@@ -206,6 +212,20 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int
             return 0;
     }
     return 0;
+}
+
+int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
+                    int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                    int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    return gemm_run(u, transa, transb, m, n, k, alpha, a, lda, b, ldb, NULL, NULL, beta, c, ldc);
+}
+
+int lk_gemm_blocked_bfn(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *a, int64_t lda, lk_gemm_bfn bfn, void *bctx,
+                        float beta, float *c, int64_t ldc)
+{
+    return gemm_run(u, transa, 0, m, n, k, alpha, a, lda, NULL, 0, bfn, bctx, beta, c, ldc);
 }
 
 size_t lk_gemm_packed_b_floats(const lk_gemm_ukr *u, int64_t k, int64_t n)

@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Writes columns [j0, j0+ncols) of op(B), all k rows, as ceil(ncols/nr)
+ * panels dst[panel][k][nr], zero past ncols (the public lk_pack_b_fn). */
+typedef void (*lk_gemm_bfn)(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst);
+
 typedef struct lk_gemm_ukr {
     const char *name;
     int mr, nr; /* micro-tile */
@@ -35,6 +39,12 @@ typedef struct lk_gemm_ukr {
 int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
                     int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                     int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* lk_gemm_blocked with op(B)'s panels written by bfn (from pool threads,
+ * in parallel) instead of packed from a matrix */
+int lk_gemm_blocked_bfn(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *a, int64_t lda, lk_gemm_bfn bfn, void *bctx,
+                        float beta, float *c, int64_t ldc);
 
 /* op(B) packed once for several products (lk_sgemm_pack_b): the panels
  * for all of k x n, lk_gemm_packed_b_floats() floats at dst (64-byte

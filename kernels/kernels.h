@@ -36,6 +36,17 @@ void lk_sgemm_bpack_free(lk_sgemm_bpack *p);
 void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t lda,
                      const lk_sgemm_bpack *p, float beta, float *c, int64_t ldc);
 
+/* lk_sgemm with op(B) written by the caller straight into the packed
+ * layout, for a B that is computed rather than stored (conv2d's im2col: no
+ * column buffer, no second pass over it). fn writes columns [j0, j0+ncols)
+ * of op(B), all k rows, as ceil(ncols/nr) panels dst[q][p][c] =
+ * op(B)[p, j0 + q*nr + c] (each panel k*nr floats, 64-byte aligned), zeros
+ * for columns past ncols. It is called from pool threads, in parallel, for
+ * disjoint column ranges. The same bits as lk_sgemm on the materialised B. */
+typedef void (*lk_pack_b_fn)(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst);
+void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                  int64_t lda, lk_pack_b_fn fn, void *ctx, float beta, float *c, int64_t ldc);
+
 /* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
 const char *lk_sgemm_name(void);
 

@@ -294,6 +294,54 @@ START_TEST(test_sgemm_packed_b)
 }
 END_TEST
 
+/* op(B) served in panels by a callback, as conv2d would from its input */
+typedef struct {
+    const mat *b;
+    int tb;
+    int64_t k;
+} bsource;
+
+static void bsource_fn(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst)
+{
+    const bsource *s = ctx;
+    for (int64_t q = 0; q * nr < ncols; q++)
+        for (int64_t p = 0; p < s->k; p++)
+            for (int c = 0; c < nr; c++) {
+                int64_t col = q * nr + c, j = j0 + col;
+                float v = 0.f;
+                if (col < ncols)
+                    v = s->tb ? s->b->p[j * s->b->ld + p] : s->b->p[p * s->b->ld + j];
+                dst[(q * s->k + p) * nr + c] = v;
+            }
+}
+
+START_TEST(test_sgemm_bfn)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    const shape sh[] = {{64, 300, 40}, {20, 700, 300}, {17, 33, 65}, {1, 1, 1}, {30, 5, 0},
+                        {16, 2000, 300}};
+    uint64_t seed = 123;
+    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++)
+        for (int t = 0; t < 4; t++) {
+            shape s = sh[si];
+            int ta = t & 1, tb = t >> 1;
+            mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
+            mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
+            mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, b.p, b.ld, 0.25f, c1.p, c1.ld);
+            bsource src = {&b, tb, s.k};
+            lk_sgemm_bfn(ta, s.m, s.n, s.k, 1.5f, a.p, a.ld, bsource_fn, &src, 0.25f, c2.p, c2.ld);
+            ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
+                          "%s: B from a callback differs from lk_sgemm, ta=%d tb=%d %ldx%ldx%ld",
+                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k);
+            free(a.base), free(b.base), free(c1.base), free(c2.base);
+        }
+}
+END_TEST
+
 START_TEST(test_arch_select)
 {
     ck_assert_int_eq(lk_set_arch(LK_ARCH_REF), LK_ARCH_REF);
@@ -322,6 +370,7 @@ int main(void)
     tcase_add_loop_test(tc, test_sgemm_matches_ref, 0, na);
     tcase_add_loop_test(tc, test_sgemm_thread_invariant, 0, na);
     tcase_add_loop_test(tc, test_sgemm_packed_b, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_bfn, 0, na);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
     /* Not lt_run: its pool is started before Check forks each test, and a
