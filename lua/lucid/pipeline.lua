@@ -73,11 +73,13 @@ end
 local VAE = {}
 VAE.__index = VAE
 
-local function new_vae(c)
+--- wraps a core.vae_load object (pipe.vae is one)
+function VAE.new(c)
   local cfg = c:config()
   return setmetatable({c = c, scaling_factor = cfg.scaling_factor,
                        shift_factor = cfg.shift_factor or 0, config = cfg}, VAE)
 end
+local new_vae = VAE.new
 
 --- image [N,3,H,W] in [0,1] -> mean, logvar (unscaled latents)
 VAE.encode_moments = guarded(function(self, image)

@@ -2,7 +2,8 @@
  * TAESD. These are the raw C objects; lua/lucid/pipeline.lua builds the
  * API.md surface (pipe.vae:decode in [0,1], scaling factor, ...) on top.
  *
- *   core.weights_new() -> weights            core.weights_load(path, opts) -> weights[, openclip]
+ *   core.weights_new() -> weights
+ *   core.weights_load(path, opts) -> weights (and, for layout ldm_clip, whether it is OpenCLIP)
  *     opts.layout: nil (names as stored) | "diffusers_vae" | "diffusers_clip" |
  *                  "ldm_vae" | "ldm_clip";  opts.prefix: only names with it (stripped)
  *   w:names() w:count() w:get(name) w:put(name, t) w:has_prefix(p) w:need(name, shape)
@@ -105,6 +106,8 @@ static int l_weights_load(lua_State *L)
                              "diffusers_clip, ldm_vae, ldm_clip)", layout);
     if (rc != LC_OK)
         return ll_error(L);
+    if (!layout || strcmp(layout, "ldm_clip") != 0)
+        return 1;
     lua_pushboolean(L, openclip);
     return 2;
 }

@@ -84,8 +84,14 @@ int lc_clip_config_infer(lc_clip_config *c, lc_weights *w, lc_clip_act act)
     c->hidden = (int)tok->shape[1];
     c->max_pos = (int)pos->shape[0];
     c->intermediate = (int)fc1->shape[0];
-    /* every CLIP text tower in the SD family uses 64-wide heads */
-    c->heads = c->hidden % 64 == 0 ? c->hidden / 64 : 1;
+    /* every CLIP text tower in the SD family uses 64-wide heads; other
+     * widths leave the head count unknowable from shapes */
+    if (c->hidden % 64)
+        return lc_err("text encoder: cannot infer the attention head count of a %d-wide text "
+                      "encoder from tensor shapes (SD's are 768 or 1024 wide with 64-wide "
+                      "heads); give its config.json",
+                      c->hidden);
+    c->heads = c->hidden / 64;
     char name[128];
     for (c->layers = 0;; c->layers++) {
         snprintf(name, sizeof name, "text_model.encoder.layers.%d.layer_norm1.weight", c->layers);

@@ -22,8 +22,9 @@ typedef struct {
  * defaults (transformers' CLIPTextConfig defaults are ViT-B; SD uses the
  * values its config file states, so only sanity defaults matter). */
 int lc_clip_config_parse(lc_clip_config *c, const char *json_text);
-/* From tensor shapes (single-file checkpoints): heads = hidden / 64,
- * act given by the caller (quick_gelu for OpenAI CLIP, gelu for OpenCLIP). */
+/* From tensor shapes (single-file checkpoints): heads = hidden / 64 (an
+ * error when hidden is not a multiple of 64), act given by the caller
+ * (quick_gelu for OpenAI CLIP, gelu for OpenCLIP). */
 int lc_clip_config_infer(lc_clip_config *c, lc_weights *w, lc_clip_act act);
 
 typedef struct lc_clip_text lc_clip_text;

@@ -15,6 +15,17 @@ local function close(what, got, ref)
   T.truthy(d <= 1e-4 * m, what .. ": max abs diff " .. d .. " > 1e-4 * " .. m)
 end
 
+-- copy of the single file with edits, written with lucid.safetensors.save
+local function edited_copy(edit)
+  local t = lucid.safetensors.load(LDM)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  edit(out)
+  local path = os.tmpname() .. ".safetensors"
+  lucid.safetensors.save(path, out)
+  return path
+end
+
 local pipes = {
   diffusers = lucid.load(DIR),
   ldm = lucid.load(LDM, {config = DIR}),
@@ -85,17 +96,36 @@ for layout, pipe in pairs(pipes) do
   end)
 end
 
-T.case("single file without a config folder: VAE inferred, SD 1.x scheduler defaults", function()
-  local p = lucid.load(LDM, {unet = false})
-  T.eq(p.config.vae.latent_channels, 4)
-  T.eq(#p.config.vae.block_out_channels, 4)
-  close("inferred vae/decode_out", p.vae:decode_raw(G["vae/decode_in"]), G["vae/decode_out"])
+T.case("single file without a config folder: inferred configs, SD 1.x defaults", function()
+  -- tiny-a's 32-wide text encoder has no inferable head count
+  T.raises(function() lucid.load(LDM, {unet = false}) end,
+           "model_ldm.safetensors: text encoder: cannot infer the attention head count")
+  local w = lucid.weights_load(LDM, {layout = "ldm_vae"})
+  local vae = lucid.pipeline.VAE.new(lucid.vae_load(w))
+  T.eq(vae.config.latent_channels, 4)
+  T.eq(#vae.config.block_out_channels, 4)
+  close("inferred vae/decode_out", vae:decode_raw(G["vae/decode_in"]), G["vae/decode_out"])
+  -- a 64-wide tower is inferred (one head): the text encoder, the bundled
+  -- vocabulary and the SD 1.x scheduler defaults load
+  local path = edited_copy(function(t)
+    local P = "cond_stage_model.transformer.text_model."
+    for k, v in pairs(t) do
+      if k:sub(1, #P) == P then
+        local s = v:shape()
+        for i = 1, #s do if s[i] == 32 then s[i] = 64 elseif s[i] == 64 then s[i] = 128 end end
+        t[k] = lucid.zeros(s)
+      end
+    end
+  end)
+  local p = lucid.load(path, {unet = false})
+  T.eq(p.config.text_encoder.num_attention_heads, 1)
+  T.eq(p.config.text_encoder.num_hidden_layers, 2)
+  T.eq(p.config.text_encoder.hidden_size, 64)
   T.eq(p.scheduler_config._class_name, "PNDMScheduler")
   T.eq(p.scheduler_config.steps_offset, 1)
-  T.eq(p.config.text_encoder.num_hidden_layers, 2)
-  T.eq(p.config.text_encoder.hidden_size, 32)
-  -- the bundled CLIP vocabulary serves single files
   T.eq(p.tokenizer:encode("a photo of a cat"):shape()[2], 77)
+  T.eq(p:encode_prompt("a photo of a cat"):shape()[3], 64)
+  os.remove(path)
 end)
 
 T.case("pipe.config and scheduler_config from the folder", function()
@@ -105,17 +135,6 @@ T.case("pipe.config and scheduler_config from the folder", function()
   T.eq(p.scheduler_config.beta_schedule, "scaled_linear")
   T.eq(p.vae_scale_factor, 8)
 end)
-
--- copy of the single file with edits, written with lucid.safetensors.save
-local function edited_copy(edit)
-  local t = lucid.safetensors.load(LDM)
-  local out = {}
-  for k, v in pairs(t) do out[k] = v end
-  edit(out)
-  local path = os.tmpname() .. ".safetensors"
-  lucid.safetensors.save(path, out)
-  return path
-end
 
 T.case("missing tensor reported by name with its expected shape", function()
   local path = edited_copy(function(t)
@@ -128,7 +147,7 @@ T.case("missing tensor reported by name with its expected shape", function()
   T.raises(function() lucid.load(path, {config = DIR}) end,
            "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
   -- also when the config is inferred from the remaining shapes
-  T.raises(function() lucid.load(path) end,
+  T.raises(function() lucid.vae_load(lucid.weights_load(path, {layout = "ldm_vae"})) end,
            "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
   os.remove(path)
 end)
@@ -166,7 +185,7 @@ end)
 -- The tiny single file rewritten with SD 2.x's OpenCLIP text-tower layout
 -- (q/k/v stacked into in_proj, open_clip names, one more resblock that
 -- diffusers drops, projection/logit_scale that the text encoder ignores).
-local function openclip_copy()
+local function openclip_copy(widen)
   local src = lucid.safetensors.load(LDM)
   local out, P, O = {}, "cond_stage_model.transformer.text_model.", "cond_stage_model.model."
   local ren = {layer_norm1 = "ln_1", layer_norm2 = "ln_2", ["mlp.fc1"] = "mlp.c_fc",
@@ -192,6 +211,16 @@ local function openclip_copy()
   for k, v in pairs(out) do
     if k:match("resblocks%.0%.") then out[k:gsub("resblocks%.0%.", "resblocks.2.")] = v:clone() end
   end
+  if widen then -- zeros, 64 wide (32 -> 64, 64 -> 128, 3*32 -> 3*64)
+    local map = {[32] = 64, [64] = 128, [96] = 192}
+    for k, v in pairs(out) do
+      if k:sub(1, #O) == O then
+        local s = v:shape()
+        for i = 1, #s do s[i] = map[s[i]] or s[i] end
+        out[k] = lucid.zeros(s)
+      end
+    end
+  end
   out[O .. "text_projection"] = lucid.zeros({32, 32})
   out[O .. "logit_scale"] = lucid.zeros({1})
   local path = os.tmpname() .. ".safetensors"
@@ -209,8 +238,12 @@ T.case("SD 2.x OpenCLIP text tower layout (single file)", function()
         G["text_encoder/1/last_hidden_state"])
   close("openclip layout clip_skip1", p.text_encoder:forward(ids, {clip_skip = 1}),
         G["text_encoder/1/clip_skip1"])
-  -- inferred: GELU, the last block dropped, SD 2.x scheduler defaults
+  os.remove(path)
+  -- inferred (from a 64-wide copy): GELU, the last block dropped, SD 2.x
+  -- scheduler defaults
+  path = openclip_copy(true)
   local q = lucid.load(path, {unet = false})
+  T.eq(q.config.text_encoder.hidden_size, 64)
   T.eq(q.config.text_encoder.hidden_act, "gelu")
   T.eq(q.config.text_encoder.num_hidden_layers, 2)
   T.eq(q.scheduler_config.prediction_type, "v_prediction")
