@@ -256,6 +256,22 @@ local function load_folder(dir, opts)
   return pipe
 end
 
+-- a single file's messages also give the tensor's name in the file
+local function ldm_hint(kind, path, f, ...)
+  local r = {pcall(f, ...)}
+  if r[1] then return unpack(r, 2, table.maxn(r)) end
+  local msg = clean(r[2])
+  local name = msg:match("missing tensor ([%w_%.]+)") or msg:match("^[^:]+: ([%w_%.]+): shape")
+               or msg:match("unexpected tensors? ([%w_%.]+)")
+  local ldm = name and core.ldm_name(kind, name, path)
+  if ldm and ldm ~= name and not ldm:find(name, 1, true) then
+    msg = msg .. " (" .. ldm .. " in the checkpoint)"
+  elseif ldm and ldm ~= name then
+    msg = msg .. " (prefixed " .. ldm:sub(1, #ldm - #name) .. " in the checkpoint)"
+  end
+  error(msg, 0)
+end
+
 local function load_single(path, opts)
   core.checkpoint_check(path) -- "not a Stable Diffusion checkpoint: ..." otherwise
   local cdir = opts.config
@@ -266,11 +282,12 @@ local function load_single(path, opts)
   local pipe = {path = path, config = {}}
   local w, openclip = core.weights_load(path, {layout = "ldm_clip"})
   local te_cfg, te_js = cfg("text_encoder/config.json")
-  pipe.text_encoder = core.clip_text_load(w, te_js, openclip and "gelu" or "quick_gelu")
+  pipe.text_encoder = ldm_hint(openclip and "openclip" or "clip", path, core.clip_text_load, w,
+                              te_js, openclip and "gelu" or "quick_gelu")
   pipe.config.text_encoder = te_cfg or pipe.text_encoder:config()
   local vae_cfg, vae_js = cfg("vae/config.json")
   w = core.weights_load(path, {layout = "ldm_vae"})
-  pipe.vae = new_vae(core.vae_load(w, vae_js))
+  pipe.vae = new_vae(ldm_hint("vae", path, core.vae_load, w, vae_js))
   pipe.config.vae = vae_cfg or pipe.vae.config
   w = nil
   if opts.unet ~= false then

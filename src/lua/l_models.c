@@ -10,6 +10,7 @@
  *   w:check_unused(what)
  *   core.checkpoint_probe(path) -> {unet=, vae=, clip=, openclip=, ...}
  *   core.checkpoint_check(path)              raises "not a Stable Diffusion checkpoint"
+ *   core.ldm_name("vae" | "clip", diffusers_name, path) -> the name in a single file
  *   core.clip_text_load(weights, config_json | nil, act_for_inference) -> te
  *     te:forward(ids, {clip_skip=}) -> hidden;  te:forward_all(ids, opts) -> hidden, pooled
  *     te:config() -> table
@@ -204,6 +205,25 @@ static int l_checkpoint_check(lua_State *L)
     if (lc_ldm_probe_file(path, &p) != LC_OK || lc_ldm_check_sd(path, &p) != LC_OK)
         return ll_error(L);
     return 0;
+}
+
+/* core.ldm_name(kind, diffusers_name, path) -> the name that tensor has in
+ * the single file at path ("vae": first_stage_model.*, "clip": SD 1.x's
+ * cond_stage_model.transformer.*), or nil when there is no such mapping */
+static int l_ldm_name(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+    const char *path = luaL_checkstring(L, 3);
+    char out[512];
+    if (strcmp(kind, "vae") == 0) {
+        lc_ldm_vae_name(name, lc_ldm_vae_levels(path), out, sizeof out);
+        lua_pushstring(L, out);
+    } else if (strcmp(kind, "clip") == 0) {
+        lua_pushfstring(L, "cond_stage_model.transformer.%s", name);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
 }
 
 /* ---- CLIP text encoder ---- */
@@ -458,6 +478,7 @@ void ll_open_models(lua_State *L)
                                    {"weights_load", l_weights_load},
                                    {"checkpoint_probe", l_checkpoint_probe},
                                    {"checkpoint_check", l_checkpoint_check},
+                                   {"ldm_name", l_ldm_name},
                                    {"clip_text_load", l_clip_text_load},
                                    {"vae_load", l_vae_load},
                                    {"taesd_load", l_taesd_load},

@@ -157,6 +157,75 @@ int lc_ldm_vae_key(const char *name, int n_up, char *out, size_t outlen)
     return 1;
 }
 
+int lc_ldm_vae_name(const char *dname, int n_up, char *out, size_t outlen)
+{
+    const char *coder = starts(dname, "encoder.") ? "encoder" : starts(dname, "decoder.") ? "decoder"
+                                                                                           : NULL;
+    int i, j, k;
+    char head[96];
+    if (!coder)
+        return snprintf(out, outlen, "first_stage_model.%s", dname), 1;
+    const char *r = dname + 8;
+    if (starts(r, "conv_norm_out.")) {
+        snprintf(out, outlen, "first_stage_model.%s.norm_out.%s", coder, r + 14);
+    } else if ((starts(r, "down_blocks.") && (k = num_dot(r + 12, &i))) ||
+               (starts(r, "up_blocks.") && (k = num_dot(r + 10, &i)))) {
+        int up = r[0] == 'u';
+        const char *s = r + (up ? 10 : 12) + k;
+        int level = up ? n_up - 1 - i : i;
+        if (starts(s, "resnets.") && (k = num_dot(s + 8, &j))) {
+            snprintf(head, sizeof head, "first_stage_model.%s.%s.%d.block.%d.", coder,
+                     up ? "up" : "down", level, j);
+            const char *rest = s + 8 + k;
+            if (starts(rest, "conv_shortcut."))
+                snprintf(out, outlen, "%snin_shortcut.%s", head, rest + 14);
+            else
+                snprintf(out, outlen, "%s%s", head, rest);
+        } else if (starts(s, up ? "upsamplers.0." : "downsamplers.0.")) {
+            snprintf(out, outlen, "first_stage_model.%s.%s.%d.%s.%s", coder, up ? "up" : "down",
+                     level, up ? "upsample" : "downsample", s + (up ? 13 : 15));
+        } else {
+            snprintf(out, outlen, "first_stage_model.%s", dname);
+        }
+    } else if (starts(r, "mid_block.resnets.") && (k = num_dot(r + 18, &i))) {
+        const char *rest = r + 18 + k;
+        snprintf(head, sizeof head, "first_stage_model.%s.mid.block_%d.", coder, i + 1);
+        if (starts(rest, "conv_shortcut."))
+            snprintf(out, outlen, "%snin_shortcut.%s", head, rest + 14);
+        else
+            snprintf(out, outlen, "%s%s", head, rest);
+    } else if (starts(r, "mid_block.attentions.0.")) {
+        const char *s = r + 23;
+        static const char *from[] = {"group_norm.", "to_q.", "to_k.", "to_v.", "to_out.0."};
+        static const char *to[] = {"norm.", "q.", "k.", "v.", "proj_out."};
+        snprintf(out, outlen, "first_stage_model.%s", dname);
+        for (int t = 0; t < 5; t++)
+            if (starts(s, from[t])) {
+                snprintf(out, outlen, "first_stage_model.%s.mid.attn_1.%s%s", coder, to[t],
+                         s + strlen(from[t]));
+                break;
+            }
+    } else {
+        snprintf(out, outlen, "first_stage_model.%s", dname);
+    }
+    return 1;
+}
+
+int lc_ldm_vae_levels(const char *path)
+{
+    lc_st_file *f = lc_st_open(path);
+    if (!f)
+        return 0;
+    int n_up = 0, i;
+    for (int t = 0; t < lc_st_count(f); t++) {
+        const char *k = lc_st_name(f, t);
+        if (starts(k, "first_stage_model.decoder.up.") && num_dot(k + 29, &i) && i + 1 > n_up)
+            n_up = i + 1;
+    }
+    lc_st_close(f);
+    return n_up;
+}
+
 static int vae_map(const char *name, char *out, size_t outlen, void *ctx)
 {
     return lc_ldm_vae_key(name, *(const int *)ctx, out, outlen);
@@ -203,16 +272,7 @@ static int squeeze_attention(lc_weights *w)
 
 int lc_ldm_load_vae(lc_weights *w, const char *path)
 {
-    lc_st_file *f = lc_st_open(path);
-    if (!f)
-        return LC_ERR;
-    int n_up = 0, i;
-    for (int t = 0; t < lc_st_count(f); t++) {
-        const char *k = lc_st_name(f, t);
-        if (starts(k, "first_stage_model.decoder.up.") && num_dot(k + 29, &i) && i + 1 > n_up)
-            n_up = i + 1;
-    }
-    lc_st_close(f);
+    int n_up = lc_ldm_vae_levels(path);
     if (lc_weights_load(w, path, "first_stage_model.", vae_map, &n_up) != LC_OK)
         return LC_ERR;
     return squeeze_attention(w);

@@ -43,4 +43,10 @@ int lc_clip_load_diffusers(lc_weights *w, const char *path);
  * Returns 0 to skip, 1 with out written. */
 int lc_ldm_vae_key(const char *name, int n_up, char *out, size_t outlen);
 
+/* The inverse: a diffusers AutoencoderKL name -> its ldm name under
+ * first_stage_model. (for messages about single-file checkpoints). */
+int lc_ldm_vae_name(const char *dname, int n_up, char *out, size_t outlen);
+/* number of decoder up blocks of a single file's VAE (0 if none) */
+int lc_ldm_vae_levels(const char *path);
+
 #endif

@@ -145,10 +145,19 @@ T.case("missing tensor reported by name with its expected shape", function()
   os.remove(path)
   path = edited_copy(function(t) t["first_stage_model.decoder.conv_out.weight"] = nil end)
   T.raises(function() lucid.load(path, {config = DIR}) end,
-           "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
+           "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3]) " ..
+           "(prefixed first_stage_model. in the checkpoint)")
   -- also when the config is inferred from the remaining shapes
   T.raises(function() lucid.vae_load(lucid.weights_load(path, {layout = "ldm_vae"})) end,
            "vae: missing tensor decoder.conv_out.weight (expected [3,32,3,3])")
+  os.remove(path)
+  -- ldm counts up blocks the other way round: both names are given
+  path = edited_copy(function(t)
+    t["first_stage_model.decoder.up.0.block.1.norm2.bias"] = nil
+  end)
+  T.raises(function() lucid.load(path, {config = DIR}) end,
+           "vae: missing tensor decoder.up_blocks.3.resnets.1.norm2.bias (expected [32]) " ..
+           "(first_stage_model.decoder.up.0.block.1.norm2.bias in the checkpoint)")
   os.remove(path)
 end)
 

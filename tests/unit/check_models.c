@@ -118,6 +118,23 @@ START_TEST(ldm_vae_keys)
         ck_assert_str_eq(out, cases[i][1]);
     }
     ck_assert_int_eq(lc_ldm_vae_key("loss.logvar", 4, out, sizeof out), 0);
+    /* the inverse (for messages) round-trips every VAE name of a real file */
+    const char *path = lt_data(TINY "model_ldm.safetensors");
+    int n_up = lc_ldm_vae_levels(path), count = 0;
+    ck_assert_int_eq(n_up, 4);
+    lc_st_file *f = lc_st_open(path);
+    for (int i = 0; i < lc_st_count(f); i++) {
+        const char *k = lc_st_name(f, i);
+        if (strncmp(k, "first_stage_model.", 18) != 0)
+            continue;
+        char back[256];
+        ck_assert_int_eq(lc_ldm_vae_key(k + 18, n_up, out, sizeof out), 1);
+        lc_ldm_vae_name(out, n_up, back, sizeof back);
+        ck_assert_msg(strcmp(back, k) == 0, "%s -> %s -> %s", k, out, back);
+        count++;
+    }
+    lc_st_close(f);
+    ck_assert_int_eq(count, 180);
 }
 END_TEST
 
