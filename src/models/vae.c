@@ -102,8 +102,12 @@ int lc_vae_config_parse(lc_vae_config *c, const char *json_text)
     if (cJSON_IsBool(v = cJSON_GetObjectItemCaseSensitive(j, "mid_block_add_attention")))
         c->mid_attention = cJSON_IsTrue(v);
     int rc = LC_OK;
+    v = cJSON_GetObjectItemCaseSensitive(j, "act_fn");
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "silu") != 0 &&
+        strcmp(v->valuestring, "swish") != 0)
+        rc = lc_err("vae config: act_fn \"%s\" not supported (silu)", v->valuestring);
     const cJSON *bo = cJSON_GetObjectItemCaseSensitive(j, "block_out_channels");
-    if (cJSON_IsArray(bo)) {
+    if (rc == LC_OK && cJSON_IsArray(bo)) {
         int n = cJSON_GetArraySize(bo);
         if (n < 1 || n > LC_VAE_MAXBLOCKS)
             rc = lc_err("vae config: %d block_out_channels (1..%d supported)", n,

@@ -234,6 +234,23 @@ END_TEST
 
 START_TEST(clip_bad_input)
 {
+    lc_clip_config c;
+    ck_assert_int_eq(lc_clip_config_parse(&c, "{\"hidden_act\": \"relu\"}"), LC_ERR);
+    ck_assert_str_eq(lc_errmsg(), "text encoder config: hidden_act \"relu\" not supported "
+                                  "(quick_gelu, gelu)");
+    ck_assert_int_eq(lc_clip_config_parse(&c, "{\"hidden_size\": 30, \"num_attention_heads\": 4}"),
+                     LC_ERR);
+    ck_assert_int_eq(lc_clip_config_parse(&c, "not json"), LC_ERR);
+    /* a config that disagrees with the weights: named tensor, both shapes */
+    lc_weights *w = lc_weights_new();
+    ck_assert_int_eq(lc_clip_load_diffusers(w, lt_data(TINY "text_encoder/model.safetensors")), LC_OK);
+    ck_assert_int_eq(lc_clip_config_parse(&c, "{\"hidden_size\": 32, \"num_attention_heads\": 4, "
+                                              "\"num_hidden_layers\": 2, \"intermediate_size\": 48}"),
+                     LC_OK);
+    ck_assert_ptr_null(lc_clip_text_new(&c, w));
+    ck_assert_str_eq(lc_errmsg(), "text encoder: text_model.encoder.layers.0.mlp.fc1.weight: shape "
+                                  "[64,32], expected [48,32]");
+    lc_weights_free(w);
     lc_clip_text *m = load_clip(0);
     int64_t s[2] = {1, 5};
     lc_tensor *ids = lc_tensor_zeros(LC_I64, 2, s), *h;
@@ -384,6 +401,12 @@ START_TEST(vae_errors)
     ck_assert_str_eq(lc_errmsg(), "vae: missing tensor decoder.up_blocks.1.resnets.0.conv_shortcut"
                                   ".weight (expected [32,64,1,1])");
     lc_weights_free(w);
+    ck_assert_int_eq(lc_vae_config_parse(&c, "{\"act_fn\": \"gelu\"}"), LC_ERR);
+    ck_assert_str_eq(lc_errmsg(), "vae config: act_fn \"gelu\" not supported (silu)");
+    ck_assert_int_eq(lc_vae_config_parse(&c, "{\"block_out_channels\": [32, 48]}"), LC_ERR);
+    ck_assert_str_eq(lc_errmsg(), "vae config: block_out_channels[1] = 48 is not a multiple of "
+                                  "norm_num_groups 32");
+    ck_assert_int_eq(lc_vae_config_parse(&c, "[1, 2]"), LC_ERR);
     lc_vae *m = load_vae(0);
     int64_t s[4] = {1, 3, 60, 64};
     lc_tensor *x = lc_tensor_zeros(LC_F32, 4, s), *mean, *lv;
