@@ -250,9 +250,10 @@ local function load_folder(dir, opts)
   local sched = opt_json(dir .. "/scheduler/scheduler_config.json")
   pipe.scheduler_config = sched or copy(SCHED_SD1)
   pipe.config.scheduler = pipe.scheduler_config
-  if file_type(dir .. "/tokenizer/vocab.json") == "file" then
-    pipe.tokenizer = tokenizer_for(dir .. "/tokenizer", pipe.text_encoder:config().max_position_embeddings)
-  end
+  -- a folder without tokenizer files gets the bundled CLIP vocabulary
+  local tdir = dir .. "/tokenizer"
+  if file_type(tdir .. "/vocab.json") ~= "file" then tdir = core.paths.home .. "/data/clip" end
+  pipe.tokenizer = tokenizer_for(tdir, pipe.text_encoder:config().max_position_embeddings)
   return pipe
 end
 

@@ -294,6 +294,8 @@ T.case("folder with fp16 variant files and legacy VAE attention names", function
        end)
   local p = lucid.load(dir, {unet = false})
   T.eq(p.unet, nil)
+  -- no tokenizer folder: the bundled vocabulary (same ids)
+  T.eq(T.maxdiff(p.tokenizer:encode("a photo of a cat"), G["text_encoder/0/input_ids"]), 0)
   -- f16 weights: about 3 significant digits
   local h = p.text_encoder:forward(G["text_encoder/0/input_ids"])
   local ref = G["text_encoder/0/last_hidden_state"]
