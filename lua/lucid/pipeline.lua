@@ -8,7 +8,9 @@
 --         CompVis/ldm names (SD 1.x / 2.x).
 --   opts.config: a diffusers folder whose component configs (and tokenizer)
 --         a single file should use instead of inferring them from shapes
---         (the head counts of unusual models cannot be inferred).
+--         (the head counts of unusual models cannot be inferred). Default:
+--         the file's own folder when it is a diffusers folder; false turns
+--         that off.
 --   opts.prediction_type: overrides the scheduler config's.
 --   opts.unet = false: skip the UNet (text encoder / VAE work only).
 local core = require "lucid.core"
@@ -336,6 +338,18 @@ function M.load(path, opts)
       error(path .. ": expected a diffusers folder or a .safetensors file", 2)
     end
     loader = load_single
+    if opts.config == nil then
+      -- a single file kept inside a diffusers folder (as converted
+      -- checkpoints often are) takes that folder's configs: head counts
+      -- and tokenizer settings cannot be read from the weights
+      local dir = path:match("^(.*)/[^/]+$") or "."
+      if file_type(dir .. "/model_index.json") == "file" and file_type(dir .. "/unet/config.json") == "file" then
+        local copy_opts = {}
+        for k, v in pairs(opts) do copy_opts[k] = v end
+        copy_opts.config = dir
+        opts = copy_opts
+      end
+    end
   else
     error(path .. ": no such file or directory", 2)
   end

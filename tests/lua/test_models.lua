@@ -98,7 +98,7 @@ end
 
 T.case("single file without a config folder: inferred configs, SD 1.x defaults", function()
   -- tiny-a's 32-wide text encoder has no inferable head count
-  T.raises(function() lucid.load(LDM, {unet = false}) end,
+  T.raises(function() lucid.load(LDM, {unet = false, config = false}) end,
            "model_ldm.safetensors: text encoder: cannot infer the attention head count")
   local w = lucid.weights_load(LDM, {layout = "ldm_vae"})
   local vae = lucid.pipeline.VAE.new(lucid.vae_load(w))
@@ -126,6 +126,14 @@ T.case("single file without a config folder: inferred configs, SD 1.x defaults",
   T.eq(p.tokenizer:encode("a photo of a cat"):shape()[2], 77)
   T.eq(p:encode_prompt("a photo of a cat"):shape()[3], 64)
   os.remove(path)
+end)
+
+T.case("a single file inside a diffusers folder takes that folder's configs", function()
+  local p = lucid.load(LDM)
+  T.eq(p.config.unet.attention_head_dim, 4)
+  T.eq(p.config.text_encoder.num_attention_heads, 4)
+  close("single file unet/t801", p.unet:forward(G["unet/t801/sample"], G["unet/t801/timestep"],
+        G["unet/t801/encoder_hidden_states"]), G["unet/t801/out"])
 end)
 
 T.case("pipe.config and scheduler_config from the folder", function()
