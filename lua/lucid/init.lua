@@ -16,6 +16,10 @@ local pipeline = require "lucid.pipeline"
 lucid.load = pipeline.load
 lucid.taesd = pipeline.taesd
 lucid.pipeline = pipeline
+-- recipe building blocks: guidance rules, the sampling loop, A1111 prompts
+lucid.guidance = require "lucid.guidance"
+lucid.sampling = require "lucid.sampling"
+lucid.prompt = require "lucid.prompt"
 -- print(t) / tostring(t) show shape, dtype and statistics
 require("lucid.pretty").install()
 
