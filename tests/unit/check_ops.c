@@ -521,12 +521,22 @@ END_TEST
 
 /* ---- matmul ---- */
 
-/* naive batched product of [.., m, k] @ [.., k, n] tensors already expanded
- * to the same batch shape, via lc_tensor_get */
+/* a contiguous copy of the transpose of a 2-d tensor */
+static lc_tensor *transposed_copy(lc_tensor *t)
+{
+    lc_tensor *v = lc_tensor_transpose(t, 0, 1);
+    lc_tensor *c = lc_tensor_clone(v);
+    lc_tensor_free(v);
+    return c;
+}
+
+/* element (i, j) of batch entry batch_a of a [.., m, k] (or 1-d [k]) times
+ * entry batch_b of b [.., k, n], by a plain loop over lc_tensor_get */
 static double naive_at(const lc_tensor *a, const lc_tensor *b, int64_t batch_a, int64_t batch_b,
                        int64_t i, int64_t j)
 {
-    int64_t m = a->shape[a->ndim - 2], k = a->shape[a->ndim - 1], n = b->shape[b->ndim - 1];
+    int64_t m = a->ndim > 1 ? a->shape[a->ndim - 2] : 1, k = a->shape[a->ndim - 1];
+    int64_t n = b->shape[b->ndim - 1];
     double s = 0;
     for (int64_t p = 0; p < k; p++)
         s += lc_tensor_get(a, (batch_a * m + i) * k + p) * lc_tensor_get(b, (batch_b * k + p) * n + j);
@@ -596,8 +606,8 @@ START_TEST(test_matmul_odd_sizes)
         for (int j = 0; j < 29; j++)
             ck_assert_double_eq_tol(lc_tensor_get(c, i * 29 + j), naive_at(a, b, 0, 0, i, j), 1e-4);
     /* both operands as transposed views of [53,37] and [29,53] copies */
-    lc_tensor *at = lc_tensor_contiguous(lc_tensor_transpose(a, 0, 1));
-    lc_tensor *bt = lc_tensor_contiguous(lc_tensor_transpose(b, 0, 1));
+    lc_tensor *at = transposed_copy(a);
+    lc_tensor *bt = transposed_copy(b);
     lc_tensor *atv = lc_tensor_transpose(at, 0, 1), *btv = lc_tensor_transpose(bt, 0, 1);
     lc_tensor *c2 = lc_matmul(atv, btv);
     ck_assert_double_le(lt_max_abs_diff(c, c2), 1e-4);
@@ -695,7 +705,7 @@ START_TEST(test_linear)
             ck_assert_double_eq_tol(lc_tensor_get(y, r * 7 + o), s + lc_tensor_get(bias, o), 1e-5);
         }
     /* a transposed weight view and an f16 weight give the same */
-    lc_tensor *wt = lc_tensor_contiguous(lc_tensor_transpose(w, 0, 1)); /* [11,7] */
+    lc_tensor *wt = transposed_copy(w); /* [11,7] */
     lc_tensor *wv = lc_tensor_transpose(wt, 0, 1);
     lc_tensor *y2 = lc_linear(x, wv, bias);
     ck_assert_double_le(lt_max_abs_diff(y, y2), 1e-5);
