@@ -14,6 +14,7 @@ int luaopen_lucid_core(lua_State *L)
     ll_open_files(L);
     ll_open_models(L);
     ll_open_unet(L);
+    ll_open_controlnet(L);
     ll_open_json(L);
     ll_open_util(L);
     ll_open_sys(L);
