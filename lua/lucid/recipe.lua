@@ -18,13 +18,26 @@ function M.default_model()
   error("no bundled model found in " .. core.paths.models, 2)
 end
 
---- lucid.load with a cache keyed by path (the REPL and batch jobs reuse
--- loaded models).
+--- lucid.load with a cache keyed by path and the model's SHA-256 (the
+-- REPL and batch jobs reuse loaded models; a checkpoint replaced under
+-- the same name is loaded again). The hash is provenance.model_hash's,
+-- itself cached by size and mtime, so a hit costs a stat.
 function M.load(path)
   local lucid = require "lucid"
   path = path or M.default_model()
-  if not pipes[path] then pipes[path] = lucid.load(path) end
-  return pipes[path], path
+  local ok, h = pcall(require("lucid.provenance").model_hash, path)
+  local key = path .. "\0" .. (ok and h or "")
+  if not pipes[key] then
+    for k, p in pairs(pipes) do
+      -- the old version of a replaced file is not needed any more
+      if k:sub(1, #path + 1) == path .. "\0" then
+        pipes[k] = nil
+        if type(p) == "table" and type(p.free) == "function" then pcall(p.free, p) end
+      end
+    end
+    pipes[key] = lucid.load(path)
+  end
+  return pipes[key], path
 end
 
 --- A seed: the given one, or a fresh one from the clock when -1/nil.
@@ -108,6 +121,87 @@ function M.model_info(path)
   local name = path:gsub("/+$", ""):match("([^/]+)$"):gsub("%.safetensors$", "")
   local ok, h = pcall(prov.model_hash, path)
   return {model_name = name, model_sha256 = ok and h or nil}
+end
+
+local Failure = {__tostring = function(e) return e.msg end}
+
+--- Stops the recipe with a message for the user (bad input, a missing
+-- file): the host prints it without a Lua traceback.
+function M.fail(msg)
+  error(setmetatable({msg = msg}, Failure), 0)
+end
+
+--- Writes a TAESD preview of latents x to OUT.preview.png every
+-- opts.preview steps (not at the last step: the real image follows).
+-- TAESD is loaded on first use (pipe.taesd).
+function M.preview(pipe, opts, i, n, x)
+  if not opts.preview or opts.preview <= 0 or i % opts.preview ~= 0 or i >= n then return end
+  local lucid = require "lucid"
+  lucid.image.save(pipe.taesd:decode(x), opts.out .. ".preview.png")
+end
+
+--- Loads an image as [1,3,H,W] in [0,1], resized (bilinear) to w x h when
+-- given and different. `what` names the option in errors.
+function M.load_image(path, what, w, h)
+  local lucid = require "lucid"
+  if not path then M.fail(what .. ": missing (give an image file)") end
+  local sys = lucid.sys
+  if sys and sys.file_type(path) ~= "file" then M.fail(what .. ": cannot open " .. path .. ": no such file") end
+  local ok, img = pcall(lucid.image.load, path)
+  if not ok then M.fail(what .. ": " .. tostring(img)) end
+  local s = img:shape()
+  if w and h and (s[3] ~= h or s[4] ~= w) then
+    img = lucid.interpolate(img, {size = {h, w}, mode = "bilinear"}):clamp(0, 1)
+  end
+  return img
+end
+
+--- Output size: the options when set (non-zero), else the image's, rounded
+-- down to a multiple of 8 (the VAE's factor).
+function M.size_for(opts, path, what)
+  local lucid = require "lucid"
+  local w, h = opts.width, opts.height
+  if not w or w == 0 or not h or h == 0 then
+    local img = M.load_image(path, what)
+    local s = img:shape()
+    w = (w and w > 0) and w or s[4] - s[4] % 8
+    h = (h and h > 0) and h or s[3] - s[3] % 8
+    if w < 8 or h < 8 then M.fail(what .. ": " .. path .. " is smaller than 8x8 pixels") end
+  end
+  return w, h
+end
+
+--- PSNR in dB of two images in [0,1] (inf when identical).
+function M.psnr(a, b)
+  local mse = ((a - b):square()):mean():item()
+  if mse == 0 then return math.huge end
+  return 10 * math.log10(1 / mse)
+end
+
+--- Latent channels of a pipe (4 for SD; the UNet's in_channels is 9 for
+-- inpainting checkpoints, so it is not used).
+function M.latent_channels(pipe)
+  local vc = pipe.vae and pipe.vae.config
+  return (vc and vc.latent_channels) or pipe.unet.config.out_channels or 4
+end
+
+--- Contexts and guidance rule for the usual options: the negative prompt
+-- replaces the unconditional branch (CFG), or, with --negative-start,
+-- delayed negative guidance (the empty prompt before that step).
+function M.guidance(pipe, opts, steps)
+  local guidance = require "lucid.guidance"
+  local enc = {clip_skip = opts.clip_skip and opts.clip_skip > 1 and opts.clip_skip - 1 or nil}
+  local contexts = {cond = M.context(pipe, opts.prompt, steps, enc)}
+  local rule
+  if opts.negative_start then
+    contexts.empty = M.context(pipe, "", steps, enc)
+    contexts.neg = M.context(pipe, opts.negative, steps, enc)
+    rule = guidance.delayed_negative(opts.cfg, opts.negative_start)
+  else
+    contexts.uncond = M.context(pipe, opts.negative, steps, enc)
+    rule = guidance.cfg(opts.cfg)
+  end
+  return contexts, rule
 end
 
 return M

@@ -24,6 +24,9 @@ end
 -- p.on_step     function(i, n, t, x, eps) after each step
 -- p.blend       function(i, t, x) -> x after each step (inpainting)
 -- p.pad_context function(ctx, len) -> ctx padded to len tokens
+-- p.extra_input a tensor [1,C,h,w] appended to the scaled latents along
+--               the channels for every branch (the 9-channel inpainting
+--               UNet takes [latents, mask, masked image latents])
 -- Returns the final latents.
 function M.run(p)
   local lucid = require "lucid"
@@ -57,6 +60,7 @@ function M.run(p)
       end
     end
     local xs = s:scale_model_input(x, t)
+    if p.extra_input then xs = lucid.cat({xs, p.extra_input}, 2) end
     local x_in = k == 1 and xs or lucid.cat((function()
       local l = {}
       for j = 1, k do l[j] = xs end
@@ -67,7 +71,7 @@ function M.run(p)
     if type(opts) == "function" then opts = opts(i, t, names, x_in, context) end
     local out = unet:forward(x_in, t, context, opts)
     local pred = {}
-    local b = x:shape()[1]
+    local b = xs:shape()[1]
     for j, name in ipairs(names) do pred[name] = out:narrow(1, (j - 1) * b + 1, b) end
     local eps = rule:combine(pred, i, n)
     x = s:step(eps, t, x, p.generator)

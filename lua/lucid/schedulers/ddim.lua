@@ -74,4 +74,12 @@ function DDIM:add_noise(x0, noise, t)
   return x0 * math.sqrt(a) + noise * math.sqrt(1 - a)
 end
 
+--- x0 noised to timesteps[i] (the state after step i-1); x0 once i is
+-- past the last step.
+function DDIM:add_noise_at(x0, noise, i)
+  local t = self.timesteps[i]
+  if t == nil then return x0 end
+  return self:add_noise(x0, noise, t)
+end
+
 return DDIM

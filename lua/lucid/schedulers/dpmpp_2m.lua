@@ -125,4 +125,13 @@ function DPM:add_noise(x0, noise, t)
   return x0 * a + noise * s
 end
 
+--- x0 noised to the level of index i (the state after step i-1); x0 at
+-- the end of the schedule.
+function DPM:add_noise_at(x0, noise, i)
+  local sg = self.sigmas[i] or 0
+  if sg == 0 then return x0 end
+  local a, s = alpha_sigma(sg)
+  return x0 * a + noise * s
+end
+
 return DPM

@@ -95,4 +95,13 @@ function Euler:add_noise(x0, noise, t)
   return x0 + noise * self.sigmas[i]
 end
 
+--- The latent x0 noised to the level the schedule reaches at index i (the
+-- state after step i-1): x0 + noise * sigma_i; i past the end gives x0.
+-- Inpainting blends with it after every step.
+function Euler:add_noise_at(x0, noise, i)
+  local s = self.sigmas[i] or 0
+  if s == 0 then return x0 end
+  return x0 + noise * s
+end
+
 return Euler

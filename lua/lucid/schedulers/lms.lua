@@ -48,7 +48,9 @@ function LMS:step(model_output, t, x)
   if #d > self.lms_order then table.remove(d, 1) end
   local order = math.min(i, self.lms_order)
   local prev = x
-  for k = 0, order - 1 do
+  -- diffusers zips the coefficients with the derivatives seen so far: a
+  -- run that starts mid-schedule (img2img) has fewer than `order`
+  for k = 0, math.min(order, #d) - 1 do
     prev = prev + d[#d - k] * self:coefficient(order, i, k)
   end
   self.step_index = i + 1

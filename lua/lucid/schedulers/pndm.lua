@@ -81,4 +81,12 @@ function PNDM:add_noise(x0, noise, t)
   return x0 * math.sqrt(a) + noise * math.sqrt(1 - a)
 end
 
+--- x0 noised to timesteps[i] (PLMS repeats the second timestep, so after
+-- loop step i-1 the sample sits at timesteps[i]); x0 past the end.
+function PNDM:add_noise_at(x0, noise, i)
+  local t = self.timesteps[i]
+  if t == nil then return x0 end
+  return self:add_noise(x0, noise, t)
+end
+
 return PNDM
