@@ -11,8 +11,10 @@ return {
   description = "generate an image from a text prompt",
   options = {
     "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",
-    {"sampler", default = "euler_a"}, "schedule", {"width", default = 512},
-    {"height", default = 512}, "out", "latents_out", "rng", "negative_start",
+    {"sampler", default = "euler_a"}, "schedule", {"width", default = 0, min = 0,
+      help = "image width in pixels, a multiple of 8 (0: the model's native size)"},
+    {"height", default = 0, min = 0,
+      help = "image height in pixels, a multiple of 8 (0: the model's native size)"}, "out", "latents_out", "rng", "negative_start",
     {"clip-skip", type = "int", default = 1, min = 1, help = "use the text encoder's n-th last layer (A1111's clip skip)"},
     {"preview", type = "int", default = 0, min = 0, help = "write a TAESD preview to OUT.preview.png every N steps (0: off)"},
     "quiet",
@@ -36,6 +38,10 @@ return {
     end
     local g = lucid.generator(seed, opts.rng)
     local f = pipe.vae_scale_factor or 8
+    -- as diffusers: the default size is the UNet's sample_size in pixels
+    local native = (pipe.unet.config.sample_size or 64) * f
+    if opts.width == 0 then opts.width = native end
+    if opts.height == 0 then opts.height = native end
     local shape = {1, pipe.unet.config.in_channels or 4, opts.height / f, opts.width / f}
     s:set_timesteps(steps)
     local latents = g:randn(shape) * s.init_noise_sigma
