@@ -21,84 +21,23 @@
 #include "core/tensor.h"
 #include "kernels.h"
 #include "ops/ops.h"
+#include "probe.h"
 #if defined(LUCID_X86)
 #include "x86/x86.h"
 #endif
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#define now bench_now
+#define cpu_now bench_cpu_now
 
-/* ---- FMA peak probe: 16 independent accumulator chains of 512-bit FMAs,
- * enough to cover 2 pipes x 4-cycle latency twice over. ---- */
-#define PROBE_ITERS 20000000L
-
-#if defined(LUCID_X86)
-__attribute__((target("avx512f"))) static float probe_avx512(long iters)
-{
-    __m512 acc[16];
-    __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < 16; i++)
-        s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
-}
-#endif
-
-static volatile float probe_sink;
-
-static void probe_chunk(void *ctx, int64_t b, int64_t e)
-{
-    (void)ctx;
-#if defined(LUCID_X86)
-    for (int64_t i = b; i < e; i++)
-        probe_sink += probe_avx512(PROBE_ITERS);
-#else
-    (void)b, (void)e;
-#endif
-}
-
-static double cpu_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* GFLOP/s of the whole machine with `threads` threads each running the
- * probe (0 if the CPU has no AVX-512); *per_core: per CPU-second */
+/* GFLOP/s of the FMA probe (0 without AVX-512: the %peak columns compare
+ * against the 512-bit figure) */
 static double probe_peak(int threads, double *per_core)
 {
-    *per_core = 0;
-#if defined(LUCID_X86)
-    if (!__builtin_cpu_supports("avx512f"))
-        return 0;
-    lc_pool_init(threads);
-    probe_chunk(NULL, 0, 1); /* warm up the clocks */
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now(), c0 = cpu_now();
-        lc_parallel_for(threads, 1, probe_chunk, NULL);
-        double flops = (double)threads * PROBE_ITERS * 16 * 16 * 2;
-        double g = flops / (now() - t0) / 1e9, pc = flops / (cpu_now() - c0) / 1e9;
-        best = g > best ? g : best;
-        *per_core = pc > *per_core ? pc : *per_core;
-    }
-    return best;
-#else
-    (void)threads;
-    return 0;
-#endif
+    const char *what;
+    double g = bench_probe_peak(threads, per_core, &what);
+    if (strcmp(what, "512-bit FMA") != 0)
+        *per_core = 0, g = 0;
+    return g;
 }
 
 /* ---- GEMM ---- */

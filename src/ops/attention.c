@@ -18,6 +18,7 @@
 #include "core/pool.h"
 #include "kernels.h"
 #include "ops.h"
+#include "ops/prof.h"
 
 #define QB 64
 
@@ -240,8 +241,8 @@ static float pick_scale(double scale, int64_t D)
     return scale > 0 ? (float)scale : (float)(1.0 / sqrt((double)(D > 0 ? D : 1)));
 }
 
-lc_tensor *lc_sdpa(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
-                   const lc_tensor *mask, double scale, int causal)
+static lc_tensor *sdpa_impl(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
+                            const lc_tensor *mask, double scale, int causal)
 {
     if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4) {
         lc_err("sdpa: q %s, k %s, v %s must all be 4-d [B,H,L,D]", LC_SHAPE_STR(q),
@@ -292,8 +293,8 @@ done:
     return out;
 }
 
-lc_tensor *lc_attention_heads(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
-                              int heads, const lc_tensor *mask, double scale)
+static lc_tensor *attention_heads_impl(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
+                                       int heads, const lc_tensor *mask, double scale)
 {
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3) {
         lc_err("attention: q %s, k %s, v %s must all be 3-d [B,L,heads*D]", LC_SHAPE_STR(q),
@@ -347,4 +348,29 @@ done:
     lc_tensor_free(kf);
     lc_tensor_free(vf);
     return out;
+}
+
+lc_tensor *lc_sdpa(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
+                   const lc_tensor *mask, double scale, int causal)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = sdpa_impl(q, k, v, mask, scale, causal);
+    /* q k^T and p v: 2 * B*H*Lq*Lk * (D + Dv) */
+    LC_PROF_END(LC_PROF_ATTN, y ? 2.0 * (double)q->shape[0] * (double)q->shape[1] *
+                                      (double)q->shape[2] * (double)k->shape[2] *
+                                      (double)(q->shape[3] + v->shape[3])
+                                : 0);
+    return y;
+}
+
+lc_tensor *lc_attention_heads(const lc_tensor *q, const lc_tensor *k, const lc_tensor *v,
+                              int heads, const lc_tensor *mask, double scale)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = attention_heads_impl(q, k, v, heads, mask, scale);
+    /* per head 2 * Lq*Lk * (D + Dv); summed over heads the channel counts */
+    LC_PROF_END(LC_PROF_ATTN, y ? 2.0 * (double)q->shape[0] * (double)q->shape[1] *
+                                      (double)k->shape[1] * (double)(q->shape[2] + v->shape[2])
+                                : 0);
+    return y;
 }

@@ -13,6 +13,7 @@
 #include "core/pool.h"
 #include "kernels.h"
 #include "ops.h"
+#include "ops/prof.h"
 
 /* column-matrix budget in floats (32 MB) */
 #define COL_BUDGET ((int64_t)1 << 23)
@@ -179,8 +180,8 @@ static int conv_run(const float *x, const float *w, const float *bias, float *ou
     return rc;
 }
 
-lc_tensor *lc_conv2d(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
-                     const lc_conv2d_params *params)
+static lc_tensor *conv2d_impl(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
+                              const lc_conv2d_params *params)
 {
     lc_conv2d_params p = {{1, 1}, {0, 0}, {1, 1}, 1};
     if (params)
@@ -229,4 +230,17 @@ done:
     lc_tensor_free(wf);
     lc_tensor_free(bf);
     return out;
+}
+
+lc_tensor *lc_conv2d(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
+                     const lc_conv2d_params *params)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = conv2d_impl(x, w, bias, params);
+    /* 2 * outputs * (Cin/groups * kh * kw) multiply-adds */
+    LC_PROF_END(LC_PROF_CONV, y && w->ndim == 4
+                                  ? 2.0 * (double)lc_tensor_numel(y) * (double)w->shape[1] *
+                                        (double)w->shape[2] * (double)w->shape[3]
+                                  : 0);
+    return y;
 }

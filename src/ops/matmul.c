@@ -12,6 +12,7 @@
 #include "core/pool.h"
 #include "kernels.h"
 #include "ops.h"
+#include "ops/prof.h"
 
 /* how lk_sgemm can read a [rows, cols] slice with strides (s0, s1) */
 typedef struct {
@@ -116,7 +117,7 @@ static void f64_rows(void *ctx, int64_t rb, int64_t re)
 
 /* ---- lc_matmul ---- */
 
-lc_tensor *lc_matmul(const lc_tensor *a0, const lc_tensor *b0)
+static lc_tensor *matmul_impl(const lc_tensor *a0, const lc_tensor *b0)
 {
     char sa[96], sb[96];
     lc_shape_str(sa, sizeof sa, a0->ndim, a0->shape);
@@ -242,7 +243,7 @@ done:
 
 /* ---- lc_linear ---- */
 
-lc_tensor *lc_linear(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
+static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
 {
     if (w->ndim != 2) {
         lc_err("linear: weight %s must be 2-d [out, in]", LC_SHAPE_STR(w));
@@ -325,4 +326,24 @@ fail:
     lc_tensor_free(wc);
     lc_tensor_free(y);
     return NULL;
+}
+
+lc_tensor *lc_matmul(const lc_tensor *a, const lc_tensor *b)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = matmul_impl(a, b);
+    LC_PROF_END(LC_PROF_LINEAR, y && a->ndim ? 2.0 * (double)lc_tensor_numel(y) *
+                                                   (double)a->shape[a->ndim - 1]
+                                             : 0);
+    return y;
+}
+
+lc_tensor *lc_linear(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = linear_impl(x, w, bias);
+    LC_PROF_END(LC_PROF_LINEAR, y && w->ndim == 2 ? 2.0 * (double)lc_tensor_numel(y) *
+                                                        (double)w->shape[1]
+                                                  : 0);
+    return y;
 }

@@ -8,6 +8,7 @@
 
 #include "core/pool.h"
 #include "ops.h"
+#include "ops/prof.h"
 
 /* mean and 1/sqrt(var + eps) of n contiguous floats */
 static void moments(const float *x, int64_t n, double eps, double *mean, double *rstd)
@@ -72,8 +73,8 @@ static void gn_groups(void *ctx, int64_t b, int64_t e)
     }
 }
 
-lc_tensor *lc_group_norm(const lc_tensor *x, int groups, const lc_tensor *gamma,
-                         const lc_tensor *beta, double eps)
+static lc_tensor *group_norm_impl(const lc_tensor *x, int groups, const lc_tensor *gamma,
+                                  const lc_tensor *beta, double eps)
 {
     if (x->ndim < 2) {
         lc_err("group_norm: input %s must have at least 2 dimensions [N,C,...]",
@@ -141,8 +142,8 @@ static void ln_rows(void *ctx, int64_t b, int64_t e)
     }
 }
 
-lc_tensor *lc_layer_norm(const lc_tensor *x, const lc_tensor *gamma, const lc_tensor *beta,
-                         double eps)
+static lc_tensor *layer_norm_impl(const lc_tensor *x, const lc_tensor *gamma, const lc_tensor *beta,
+                                  double eps)
 {
     if (x->ndim < 1) {
         lc_err("layer_norm: input %s must have at least 1 dimension", LC_SHAPE_STR(x));
@@ -171,5 +172,23 @@ done:
     lc_tensor_free(gf);
     lc_tensor_free(bf);
     lc_tensor_free(xf);
+    return y;
+}
+
+lc_tensor *lc_group_norm(const lc_tensor *x, int groups, const lc_tensor *gamma,
+                         const lc_tensor *beta, double eps)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = group_norm_impl(x, groups, gamma, beta, eps);
+    LC_PROF_END(LC_PROF_NORM, 0);
+    return y;
+}
+
+lc_tensor *lc_layer_norm(const lc_tensor *x, const lc_tensor *gamma, const lc_tensor *beta,
+                         double eps)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = layer_norm_impl(x, gamma, beta, eps);
+    LC_PROF_END(LC_PROF_NORM, 0);
     return y;
 }

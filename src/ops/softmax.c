@@ -6,6 +6,7 @@
 
 #include "core/pool.h"
 #include "ops.h"
+#include "ops/prof.h"
 
 typedef struct {
     const float *x;
@@ -76,7 +77,7 @@ static lc_tensor *softmax_impl(const lc_tensor *x, int dim, int log, const char 
     return y;
 }
 
-lc_tensor *lc_softmax(const lc_tensor *x, int dim)
+static lc_tensor *softmax_outer_impl(const lc_tensor *x, int dim)
 {
     return softmax_impl(x, dim, 0, "softmax");
 }
@@ -84,4 +85,12 @@ lc_tensor *lc_softmax(const lc_tensor *x, int dim)
 lc_tensor *lc_log_softmax(const lc_tensor *x, int dim)
 {
     return softmax_impl(x, dim, 1, "log_softmax");
+}
+
+lc_tensor *lc_softmax(const lc_tensor *x, int dim)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = softmax_outer_impl(x, dim);
+    LC_PROF_END(LC_PROF_ATTN, 0);
+    return y;
 }
