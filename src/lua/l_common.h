@@ -61,6 +61,7 @@ void ll_open_sys(lua_State *L);
 void ll_open_unet(lua_State *L);
 void ll_open_json(lua_State *L);
 void ll_open_util(lua_State *L);
+void ll_open_mel(lua_State *L);
 void ll_open_controlnet(lua_State *L);
 
 int luaopen_lucid_core(lua_State *L);

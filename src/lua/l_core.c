@@ -17,6 +17,7 @@ int luaopen_lucid_core(lua_State *L)
     ll_open_controlnet(L);
     ll_open_json(L);
     ll_open_util(L);
+    ll_open_mel(L);
     ll_open_sys(L);
     return 1;
 }
