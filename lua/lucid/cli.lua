@@ -11,6 +11,7 @@ usage: lucid [--threads N] [-e CHUNK]... [-i]
        lucid [run] FILE|NAME [--opt value ...]
        lucid txt2img "PROMPT" [--opt value ...]
        lucid replay FILE.png [--opt value ...]
+       lucid batch MANIFEST [--shard I/N] [--journal FILE] [--out-dir DIR]
        lucid --version | --help
 
 Without a command: a REPL when standard input is a terminal, otherwise
@@ -21,6 +22,7 @@ commands:
                     `run` may be left out
   txt2img PROMPT    shorthand for: lucid run txt2img --prompt PROMPT
   replay FILE.png   re-run the recipe and options recorded in an image
+  batch MANIFEST    run many jobs, resumable and shardable (lucid-batch(1))
 
 options:
   -e CHUNK          run a Lua chunk (repeatable; runs before any command)
@@ -321,6 +323,8 @@ function M.main(argv)
       rest[1] = "--prompt=" .. rest[1]
     end
     return M.run("txt2img", rest)
+  elseif cmd == "batch" then
+    return require("lucid.batch").main(slice(list, i + 1))
   elseif cmd == "help" then
     M.help()
     return 0

@@ -40,8 +40,16 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "interrupted");
 }
 
+/* Batch mode (lucid batch): SIGINT and SIGTERM only set the interrupt
+ * flag. C ops poll it and fail with "interrupted"; the batch runner checks
+ * it between jobs. No hook: one that fired right after the runner's pcall
+ * returned would raise outside it, before the journal is written. */
+static volatile sig_atomic_t batch_mode;
+static volatile sig_atomic_t caught_signal;
+
 static void on_sigint(int sig)
 {
+    caught_signal = sig;
     if (lc_interrupted()) {
         /* a second Ctrl-C before the first was acted on: a loop compiled by
          * the JIT never runs the hook, so end the process as the default
@@ -51,7 +59,7 @@ static void on_sigint(int sig)
         return;
     }
     lc_interrupt_request();
-    if (global_L)
+    if (global_L && !batch_mode)
         lua_sethook(global_L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
@@ -63,6 +71,29 @@ void lucid_host_catch_sigint(lua_State *L, int on)
     sa.sa_handler = on ? on_sigint : SIG_DFL;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    if (!on)
+        sigaction(SIGTERM, &sa, NULL);
+}
+
+/* sys.catch_batch_signals(): batch mode, SIGTERM handled as SIGINT */
+static int host_catch_batch_signals(lua_State *L)
+{
+    (void)L;
+    batch_mode = 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return 0;
+}
+
+/* sys.caught_signal() -> the number of the last SIGINT/SIGTERM seen, or 0 */
+static int host_caught_signal(lua_State *L)
+{
+    lua_pushinteger(L, caught_signal);
+    return 1;
 }
 
 static int traceback(lua_State *L)
@@ -142,7 +173,14 @@ int lucid_host_main(const char *home, int argc, char **argv)
     lua_pushfstring(L, "%s/models", home);
     lua_setfield(L, -2, "models");
     lua_setfield(L, -2, "paths");
-    lua_pop(L, 1);
+    lua_getfield(L, -1, "sys");
+    if (lua_istable(L, -1)) {
+        lua_pushcfunction(L, host_catch_batch_signals);
+        lua_setfield(L, -2, "catch_batch_signals");
+        lua_pushcfunction(L, host_caught_signal);
+        lua_setfield(L, -2, "caught_signal");
+    }
+    lua_pop(L, 2);
 
     lucid_host_catch_sigint(L, 1);
     lua_getglobal(L, "require");
