@@ -3,7 +3,6 @@
 -- replaces the unconditional branch; --negative-start delays it), decode
 -- with the VAE and save a PNG that records how it was made.
 local R = require "lucid.recipe"
-local guidance = require "lucid.guidance"
 local sampling = require "lucid.sampling"
 
 return {
@@ -25,24 +24,14 @@ return {
     opts.seed = seed -- recorded, so a replay draws the same noise
     local s = R.scheduler(pipe, opts)
     local steps = opts.steps
-    local enc = {clip_skip = opts.clip_skip > 1 and opts.clip_skip - 1 or nil}
-    local contexts = {cond = R.context(pipe, opts.prompt, steps, enc)}
-    local rule
-    if opts.negative_start then
-      contexts.empty = R.context(pipe, "", steps, enc)
-      contexts.neg = R.context(pipe, opts.negative, steps, enc)
-      rule = guidance.delayed_negative(opts.cfg, opts.negative_start)
-    else
-      contexts.uncond = R.context(pipe, opts.negative, steps, enc)
-      rule = guidance.cfg(opts.cfg)
-    end
+    local contexts, rule = R.guidance(pipe, opts, steps)
     local g = lucid.generator(seed, opts.rng)
     local f = pipe.vae_scale_factor or 8
     -- as diffusers: the default size is the UNet's sample_size in pixels
     local native = (pipe.unet.config.sample_size or 64) * f
     if opts.width == 0 then opts.width = native end
     if opts.height == 0 then opts.height = native end
-    local shape = {1, pipe.unet.config.in_channels or 4, opts.height / f, opts.width / f}
+    local shape = {1, R.latent_channels(pipe), opts.height / f, opts.width / f}
     s:set_timesteps(steps)
     local latents = g:randn(shape) * s.init_noise_sigma
     local bar = R.progress(#s.timesteps, opts.quiet, "txt2img")
@@ -51,9 +40,7 @@ return {
       contexts = contexts, guidance = rule, generator = g, pad_context = R.padder(pipe),
       on_step = function(i, n, t, xi)
         bar.step(i)
-        if opts.preview > 0 and i % opts.preview == 0 and i < n then
-          lucid.image.save(pipe.taesd:decode(xi), opts.out .. ".preview.png")
-        end
+        R.preview(pipe, opts, i, n, xi)
       end,
     }
     bar.done()
