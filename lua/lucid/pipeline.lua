@@ -362,6 +362,19 @@ function M.load(path, opts)
     error(msg, 2)
   end
   if opts.prediction_type then pipe.scheduler_config.prediction_type = opts.prediction_type end
+  -- opts.controlnet: a ControlNet path (pipe.controlnet) or a list of
+  -- them (pipe.controlnets, the first also as pipe.controlnet)
+  if opts.controlnet then
+    local cn = require "lucid.controlnet"
+    local paths = type(opts.controlnet) == "table" and opts.controlnet or {opts.controlnet}
+    pipe.controlnets = {}
+    for k, p in ipairs(paths) do
+      local ok, c = pcall(cn.load, p)
+      if not ok then error(clean(c), 2) end
+      pipe.controlnets[k] = c
+    end
+    pipe.controlnet = pipe.controlnets[1]
+  end
   pipe.vae_scale_factor = pipe.vae.config.scale_factor
   return setmetatable(pipe, Pipe)
 end

@@ -8,7 +8,8 @@
  *   cn.config -> table (diffusers names)   cn.num_skips -> integer
  *   cn:free()
  *   core.image_canny(img, low, high, blur_sigma) -> [N,3,H,W] edges in {0,1}
- *   core.image_gray(img) -> [N,3,H,W];  core.image_invert(img) -> 1 - img */
+ *   core.image_gray(img) -> [N,3,H,W];  core.image_invert(img) -> 1 - img
+ *   core.image_resize_lanczos(img, h, w) -> [N,C,h,w] as PIL's LANCZOS */
 #include <string.h>
 
 #include "l_common.h"
@@ -184,7 +185,16 @@ static int l_invert(lua_State *L)
     return 1;
 }
 
+static int l_resize(lua_State *L)
+{
+    lc_tensor *img = ll_check_tensor(L, 1);
+    lua_Integer h = luaL_checkinteger(L, 2), w = luaL_checkinteger(L, 3);
+    ll_push_tensor(L, lc_image_resize_lanczos(img, h, w));
+    return 1;
+}
+
 static const luaL_Reg fns[] = {{"controlnet_load_file", l_load_file},
+                               {"image_resize_lanczos", l_resize},
                                {"image_canny", l_canny},
                                {"image_gray", l_gray},
                                {"image_invert", l_invert},

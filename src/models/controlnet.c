@@ -388,6 +388,10 @@ static int prefix_of(const char *name, const char *suffix)
 
 lc_controlnet *lc_controlnet_load_file(const char *path, const char *config_json)
 {
+    /* the config first: a folder's config.json names its class */
+    lc_controlnet_config c;
+    if (config_json && lc_controlnet_config_parse(&c, config_json, path) != LC_OK)
+        return NULL;
     lc_st_file *f = lc_st_open(path);
     if (!f)
         return NULL;
@@ -427,9 +431,6 @@ lc_controlnet *lc_controlnet_load_file(const char *path, const char *config_json
                unet_like ? " (it looks like a UNet or a full Stable Diffusion checkpoint)" : "");
         return NULL;
     }
-    lc_controlnet_config c;
-    if (config_json && lc_controlnet_config_parse(&c, config_json, path) != LC_OK)
-        return NULL;
     lc_weights *w = lc_weights_new();
     if (!w)
         return NULL;

@@ -293,3 +293,153 @@ lc_tensor *lc_image_invert(const lc_tensor *img)
     lc_tensor_free(y);
     return r;
 }
+
+/* ---- PIL's Image.resize(..., LANCZOS) on 8 bits (what diffusers'
+ * VaeImageProcessor does to PIL control images) ---- */
+
+#define PIL_PREC 22 /* PIL's PRECISION_BITS for 8-bit images: 32 - 8 - 2 */
+
+static double lanczos3(double x)
+{
+    if (x <= -3.0 || x >= 3.0)
+        return 0.0;
+    double a = x == 0 ? 1.0 : sin(M_PI * x) / (M_PI * x);
+    double b = x == 0 ? 1.0 : sin(M_PI * x / 3.0) / (M_PI * x / 3.0);
+    return a * b;
+}
+
+/* PIL's precompute_coeffs + normalize_coeffs_8bpc: per output pixel, the
+ * first input index, the count and fixed-point weights (ksize each) */
+static int pil_coeffs(int in, int out, int **bounds, int32_t **kk, int *ksize)
+{
+    double scale = (double)in / out, fscale = scale < 1 ? 1 : scale;
+    double support = 3.0 * fscale;
+    int ks = (int)ceil(support) * 2 + 1;
+    int *b = malloc(sizeof *b * 2 * (size_t)out);
+    int32_t *k = calloc((size_t)out * ks, sizeof *k);
+    double *w = malloc(sizeof *w * (size_t)ks);
+    if (!b || !k || !w) {
+        free(b);
+        free(k);
+        free(w);
+        return lc_err("resize: out of memory");
+    }
+    for (int xx = 0; xx < out; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0, ss = 1.0 / fscale;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        if (xmin < 0)
+            xmin = 0;
+        if (xmax > in)
+            xmax = in;
+        xmax -= xmin;
+        for (int x = 0; x < xmax; x++) {
+            w[x] = lanczos3((x + xmin - center + 0.5) * ss);
+            ww += w[x];
+        }
+        for (int x = 0; x < xmax; x++) {
+            double v = ww != 0 ? w[x] / ww : w[x];
+            k[(size_t)xx * ks + x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PIL_PREC))
+                                           : (int32_t)(0.5 + v * (1 << PIL_PREC));
+        }
+        b[2 * xx] = xmin;
+        b[2 * xx + 1] = xmax;
+    }
+    free(w);
+    *bounds = b;
+    *kk = k;
+    *ksize = ks;
+    return LC_OK;
+}
+
+static uint8_t clip8(int64_t v)
+{
+    v >>= PIL_PREC;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+int lc_resize_lanczos_u8(uint8_t *dst, const uint8_t *src, int h, int w, int oh, int ow)
+{
+    if (h < 1 || w < 1 || oh < 1 || ow < 1)
+        return lc_err("resize: %dx%d to %dx%d", h, w, oh, ow);
+    /* horizontal pass first, then vertical, each rounded to 8 bits, as
+     * PIL; a pass whose size does not change is skipped */
+    uint8_t *mid = malloc((size_t)h * ow);
+    if (!mid)
+        return lc_err("resize: out of memory");
+    int *b = NULL, ks;
+    int32_t *k = NULL;
+    if (ow == w) {
+        memcpy(mid, src, (size_t)h * w);
+    } else {
+        if (pil_coeffs(w, ow, &b, &k, &ks) != LC_OK) {
+            free(mid);
+            return LC_ERR;
+        }
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < ow; x++) {
+                int64_t s = (int64_t)1 << (PIL_PREC - 1);
+                const int32_t *kx = k + (size_t)x * ks;
+                for (int i = 0; i < b[2 * x + 1]; i++)
+                    s += (int64_t)src[(size_t)y * w + b[2 * x] + i] * kx[i];
+                mid[(size_t)y * ow + x] = clip8(s);
+            }
+        free(b);
+        free(k);
+    }
+    if (oh == h) {
+        memcpy(dst, mid, (size_t)h * ow);
+    } else {
+        if (pil_coeffs(h, oh, &b, &k, &ks) != LC_OK) {
+            free(mid);
+            return LC_ERR;
+        }
+        for (int y = 0; y < oh; y++) {
+            const int32_t *ky = k + (size_t)y * ks;
+            for (int x = 0; x < ow; x++) {
+                int64_t s = (int64_t)1 << (PIL_PREC - 1);
+                for (int i = 0; i < b[2 * y + 1]; i++)
+                    s += (int64_t)mid[(size_t)(b[2 * y] + i) * ow + x] * ky[i];
+                dst[(size_t)y * ow + x] = clip8(s);
+            }
+        }
+        free(b);
+        free(k);
+    }
+    free(mid);
+    return LC_OK;
+}
+
+lc_tensor *lc_image_resize_lanczos(const lc_tensor *img, int64_t oh, int64_t ow)
+{
+    if (check_image(img, "resize") != LC_OK)
+        return NULL;
+    if (oh < 1 || ow < 1 || oh > 65536 || ow > 65536) {
+        lc_err("resize: output size %lldx%lld", (long long)oh, (long long)ow);
+        return NULL;
+    }
+    lc_tensor *x = lc_tensor_f32((lc_tensor *)img);
+    if (!x)
+        return NULL;
+    int64_t N = x->shape[0], C = x->shape[1], h = x->shape[2], w = x->shape[3];
+    lc_tensor *out = lc_tensor_new(LC_F32, 4, (const int64_t[]){N, C, oh, ow});
+    uint8_t *a = malloc((size_t)(h * w + oh * ow));
+    int rc = out && a ? LC_OK : LC_ERR;
+    if (out && !a)
+        lc_err("resize: out of memory");
+    const float *p = lc_tensor_data(x);
+    float *o = out ? lc_tensor_data(out) : NULL;
+    for (int64_t n = 0; n < N * C && rc == LC_OK; n++) {
+        for (int64_t i = 0; i < h * w; i++)
+            a[i] = q8(p[n * h * w + i]);
+        rc = lc_resize_lanczos_u8(a + h * w, a, (int)h, (int)w, (int)oh, (int)ow);
+        for (int64_t i = 0; rc == LC_OK && i < oh * ow; i++)
+            o[n * oh * ow + i] = a[h * w + i] / 255.0f;
+    }
+    free(a);
+    lc_tensor_free(x);
+    if (rc != LC_OK) {
+        lc_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}

@@ -28,7 +28,15 @@ int lc_gaussian_blur_u8(uint8_t *dst, const uint8_t *src, int h, int w, double s
 int lc_canny_u8(uint8_t *dst, const uint8_t *src, int h, int w, double low, double high,
                 int32_t *mag);
 
+/* PIL's Image.resize((ow, oh), Image.LANCZOS) on one 8-bit plane:
+ * Lanczos-3 widened by the downscale factor, 22-bit fixed-point weights,
+ * horizontal pass then vertical, each rounded and clipped to 8 bits */
+int lc_resize_lanczos_u8(uint8_t *dst, const uint8_t *src, int h, int w, int oh, int ow);
+
 /* tensor versions; all return [N,3,H,W] f32 in [0,1] */
+/* [N,C,H,W] -> [N,C,oh,ow], each plane quantized to 8 bits and resized as
+ * PIL's LANCZOS (diffusers' control-image preprocessing) */
+lc_tensor *lc_image_resize_lanczos(const lc_tensor *img, int64_t oh, int64_t ow);
 /* edges (1) of each image's gray version; blur_sigma > 0 blurs first */
 lc_tensor *lc_image_canny(const lc_tensor *img, double low, double high, double blur_sigma);
 /* the 8-bit gray image repeated over 3 channels */
