@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/safetensors.h"
 #include "weights.h"
@@ -79,12 +80,29 @@ static int rehash(lc_weights *w, int nslots)
     return LC_OK;
 }
 
+/* Large f16/bf16 matrices and conv kernels stay half-size in memory (an
+ * SD 1.5 UNet: 1.6 GB instead of 3.3); the ops widen them to f32 per call,
+ * which gives the same values as widening here. Small tensors (norms,
+ * biases) are widened once. LUCID_F32_WEIGHTS=1 widens everything. */
+#define HALF_MIN_NUMEL 65536
+
+static int keep_half(const lc_tensor *t)
+{
+    static int f32_only = -1;
+    if (f32_only < 0) {
+        const char *e = getenv("LUCID_F32_WEIGHTS");
+        f32_only = e && *e && strcmp(e, "0") != 0;
+    }
+    return !f32_only && (t->dtype == LC_F16 || t->dtype == LC_BF16) && t->ndim >= 2 &&
+           lc_tensor_numel(t) >= HALF_MIN_NUMEL;
+}
+
 int lc_weights_put(lc_weights *w, const char *name, lc_tensor *t)
 {
     if (!t)
         return LC_ERR;
     lc_tensor *f = NULL;
-    if (t->dtype == LC_F32)
+    if (t->dtype == LC_F32 || keep_half(t))
         f = lc_tensor_contiguous(t);
     else if (lc_dtype_is_float(t->dtype))
         f = lc_tensor_to(t, LC_F32);
@@ -200,6 +218,77 @@ int lc_weights_check_unused(const lc_weights *w, const char *what)
     return lc_err("%s: unexpected tensor%s %s", what, count > 1 ? "s" : "", list);
 }
 
+/* Bytes the machine can still give: MemAvailable + SwapFree from
+ * /proc/meminfo, else the available physical pages; 0 when unknown. */
+static uint64_t available_memory(void)
+{
+    uint64_t avail = 0, swap = 0;
+    int found = 0;
+    FILE *fp = fopen("/proc/meminfo", "r");
+    if (fp) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, fp)) {
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                avail = (uint64_t)kb * 1024;
+                found = 1;
+            } else if (sscanf(line, "SwapFree: %llu kB", &kb) == 1) {
+                swap = (uint64_t)kb * 1024;
+            }
+        }
+        fclose(fp);
+    }
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+    if (!found) {
+        long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && size > 0)
+            avail = (uint64_t)pages * (uint64_t)size;
+    }
+#endif
+    return avail + swap;
+}
+
+/* A header can promise terabytes (the data may be a sparse file): refuse,
+ * before allocating, a load whose f16/bf16 tensors need more memory as
+ * f32 than the machine has, rather than die in malloc or thrash. f32
+ * tensors stay mapped from the file and allocate nothing.
+ * LUCID_NO_MEMORY_CHECK=1 skips the check. */
+static int check_memory(lc_st_file *f, const char *prefix, size_t plen)
+{
+    const char *off = getenv("LUCID_NO_MEMORY_CHECK");
+    if (off && *off && strcmp(off, "0") != 0)
+        return LC_OK;
+    uint64_t need = 0, big = 0;
+    int bigi = -1;
+    for (int i = 0; i < lc_st_count(f); i++) {
+        if (plen && strncmp(lc_st_name(f, i), prefix, plen) != 0)
+            continue;
+        lc_dtype dt;
+        int ndim;
+        int64_t shape[LC_MAXDIM];
+        if (lc_st_info(f, i, &dt, &ndim, shape) != LC_OK)
+            return LC_ERR;
+        if (dt == LC_F32)
+            continue;
+        /* the header was validated against the file size, so numel fits */
+        uint64_t bytes = sizeof(float);
+        for (int d = 0; d < ndim; d++)
+            bytes *= (uint64_t)shape[d];
+        need += bytes;
+        if (bytes > big) {
+            big = bytes;
+            bigi = i;
+        }
+    }
+    uint64_t avail = available_memory();
+    if (avail == 0 || need <= avail)
+        return LC_OK;
+    return lc_err("%s: loading needs %.2f GB of memory for its f16/bf16 tensors as f32 "
+                  "(largest: %s, %.2f GB) but this machine has %.2f GB available "
+                  "(MemAvailable + SwapFree); set LUCID_NO_MEMORY_CHECK=1 to try anyway",
+                  lc_st_path(f), need / 1e9, lc_st_name(f, bigi), big / 1e9, avail / 1e9);
+}
+
 /* The map callback returns 0 to skip a tensor, > 0 to keep it under the
  * name it wrote, < 0 for an error it has set. */
 int lc_weights_load(lc_weights *w, const char *path, const char *prefix, lc_key_map_fn map,
@@ -209,6 +298,10 @@ int lc_weights_load(lc_weights *w, const char *path, const char *prefix, lc_key_
     if (!f)
         return LC_ERR;
     size_t plen = prefix ? strlen(prefix) : 0;
+    if (check_memory(f, prefix, plen) != LC_OK) {
+        lc_st_close(f);
+        return LC_ERR;
+    }
     int rc = LC_OK;
     int n = lc_st_count(f);
     for (int i = 0; i < n && rc == LC_OK; i++) {

@@ -153,5 +153,32 @@ T.case("verify: outputs must exist with their recorded hash", function()
   T.eq((B.verify{status = "failed"}), false)
 end)
 
+T.case("a checkpoint promising more memory than the machine has fails before allocating", function()
+  -- one f16 tensor whose file takes 3/4 of the available memory (sparse:
+  -- no disk), so that it can still be mapped but needs 3/2 of it as f32
+  local f = io.open("/proc/meminfo")
+  if not f then print("# no /proc/meminfo; case skipped") return end
+  local info = f:read("*a")
+  f:close()
+  local avail = (tonumber(info:match("MemAvailable:%s*(%d+)")) or 0) * 1024 +
+                (tonumber(info:match("SwapFree:%s*(%d+)")) or 0) * 1024
+  if avail == 0 then print("# no MemAvailable; case skipped") return end
+  local n = math.floor(avail * 0.75 / 2 / 4096) * 4096
+  local header = string.format('{"w":{"dtype":"F16","shape":[%d],"data_offsets":[0,%d]}}', n, 2 * n)
+  local len = #header
+  local le = {}
+  for i = 0, 7 do le[#le + 1] = string.char(math.floor(len / 2 ^ (8 * i)) % 256) end
+  local p = write("huge.safetensors", table.concat(le) .. header)
+  if not os.execute(string.format("truncate -s %d '%s' 2>/dev/null", 8 + len + 2 * n, p)) then
+    print("# cannot make a sparse file here; case skipped")
+    return
+  end
+  local err = T.raises(function() lucid.weights_load(p) end, "huge.safetensors: loading needs")
+  T.truthy(err:find(string.format("%.2f GB of memory", 4 * n / 1e9), 1, true), err)
+  T.truthy(err:find("largest: w", 1, true), err)
+  T.truthy(err:find("LUCID_NO_MEMORY_CHECK", 1, true), err)
+  os.remove(p)
+end)
+
 os.execute("rm -rf '" .. tmp .. "'")
 T.done()
