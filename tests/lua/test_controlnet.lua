@@ -252,5 +252,32 @@ T.case("preprocessors and control-image resizing", function()
   T.truthy(T.maxdiff(r, lucid.full({1, 3, 32, 16}, 100 / 255)) < 1e-7, "constant preserved")
 end)
 
+T.case("recipe controlnet: scale 0 reproduces txt2img; a real scale changes the result", function()
+  local bin = os.getenv("LUCID_BIN") or "lucid"
+  local img = T.data("test_images/camera.png")
+  local common = string.format(" --model '%s' --prompt 'a cat' --steps 3 --sampler ddim --seed 7"
+    .. " --width 64 --height 64 --quiet", dir)
+  local function run_cli(args, name)
+    local out = tmp .. "/" .. name
+    local cmd = string.format("'%s' %s%s --out '%s.png' --latents-out '%s.st' 2>&1", bin, args,
+                              common, out, out)
+    local f = io.popen(cmd)
+    local msg = f:read("*a")
+    f:close()
+    local ok, t = pcall(lucid.safetensors.load, out .. ".st")
+    if not ok then error(cmd .. ": " .. msg) end
+    return t.latents
+  end
+  local ref = run_cli("txt2img", "t2i")
+  local cn_args = string.format("controlnet --controlnet '%s' --control-image '%s' --preprocess canny",
+                                cdir, img)
+  local zero = run_cli(cn_args .. " --control-scale 0", "cn0")
+  T.eq(T.maxdiff(zero, ref), 0, "scale 0")
+  local one = run_cli(cn_args .. " --control-scale 1", "cn1")
+  T.truthy(T.maxdiff(one, ref) > 1e-3, "scale 1 changes the latents")
+  local late = run_cli(cn_args .. " --control-start 0.99", "cnlate")
+  T.eq(T.maxdiff(late, ref), 0, "a ControlNet that never starts")
+end)
+
 os.execute("rm -rf '" .. tmp .. "'")
 T.done()
