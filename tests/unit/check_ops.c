@@ -300,6 +300,45 @@ START_TEST(test_unary_values)
 }
 END_TEST
 
+/* exp, sigmoid, silu and gelu use branch-free vectorizable forms: check
+ * them against double-precision libm over a sweep and at the edges */
+START_TEST(test_unary_accuracy)
+{
+    int64_t n = 200001;
+    lc_tensor *x = seq(LC_F32, 1, &n, -20, 40.0 / (double)(n - 1));
+    lc_tensor *e = lc_unary(LC_EXP, x), *sg = lc_unary(LC_SIGMOID, x);
+    lc_tensor *si = lc_unary(LC_SILU, x), *g = lc_unary(LC_GELU, x);
+    lc_tensor *q = lc_unary(LC_QUICK_GELU, x);
+    const float *px = lc_tensor_data(x), *pe = lc_tensor_data(e), *ps = lc_tensor_data(sg),
+                *pi = lc_tensor_data(si), *pg = lc_tensor_data(g), *pq = lc_tensor_data(q);
+    for (int64_t i = 0; i < n; i++) {
+        double v = px[i], ex = exp(v), sig = 1 / (1 + exp(-v));
+        ck_assert_msg(fabs(pe[i] - ex) <= 2.5e-7 * ex, "exp(%g) = %.9g, want %.9g", v, pe[i], ex);
+        ck_assert_msg(fabs(ps[i] - sig) <= 3e-7 * sig, "sigmoid(%g) = %.9g", v, ps[i]);
+        ck_assert_msg(fabs(pi[i] - v * sig) <= 5e-7 * fabs(v * sig) + 1e-30, "silu(%g)", v);
+        double gv = 0.5 * v * erfc(-v / sqrt(2.0));
+        ck_assert_msg(fabs(pg[i] - gv) <= 4e-7 + 2e-7 * fabs(gv), "gelu(%g) = %.9g, want %.9g", v,
+                      pg[i], gv);
+        /* the f32 constant 1.702f, as torch computes it */
+        double qv = v / (1 + exp((double)(-1.702f * px[i])));
+        ck_assert_msg(fabs(pq[i] - qv) <= 5e-7 * fabs(qv) + 1e-30, "quick_gelu(%g)", v);
+    }
+    float sv[] = {NAN, INFINITY, -INFINITY, 100, -100, 0, 88, -87};
+    lc_tensor *sp = lt_tensor(1, SHAPE(8), sv);
+    lc_tensor *se = lc_unary(LC_EXP, sp), *ss = lc_unary(LC_SIGMOID, sp);
+    ck_assert(isnan(lc_tensor_get(se, 0)));
+    ck_assert(lc_tensor_get(se, 1) == INFINITY && lc_tensor_get(se, 3) == INFINITY);
+    ck_assert(lc_tensor_get(se, 2) == 0 && lc_tensor_get(se, 4) == 0);
+    ck_assert(lc_tensor_get(se, 5) == 1);
+    ck_assert_double_eq_tol(lc_tensor_get(se, 6) / exp(88.0), 1, 3e-7);
+    ck_assert_double_eq_tol(lc_tensor_get(se, 7) / exp(-87.0), 1, 3e-7);
+    ck_assert(lc_tensor_get(ss, 3) == 1 && lc_tensor_get(ss, 4) == 0);
+    lc_tensor *objs[] = {x, e, sg, si, g, q, sp, se, ss};
+    for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+        lc_tensor_free(objs[i]);
+}
+END_TEST
+
 START_TEST(test_binary_values)
 {
     float av[] = {1, -2, 3, NAN}, bv[] = {2, 5, -1, 0};
@@ -835,6 +874,7 @@ int main(void)
     tcase_add_test(tc, test_integer_ops);
     tcase_add_test(tc, test_comparisons);
     tcase_add_test(tc, test_unary_values);
+    tcase_add_test(tc, test_unary_accuracy);
     tcase_add_test(tc, test_binary_values);
     tcase_add_test(tc, test_large_elementwise);
     tcase_set_timeout(tc, 60);
