@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "pool.h"
 
 static atomic_size_t live_bytes;
 
@@ -200,6 +206,128 @@ void lc_mapping_release(lc_mapping *m)
     free(m);
 }
 
+/* ---- big buffers ----
+ *
+ * Fresh pages are expensive here (~10 us per 4 KB fault in the VMs we run
+ * on: touching a new 64 MB activation cost ~175 ms), and a diffusion step
+ * allocates and frees the same large activations over and over. Buffers
+ * of at least BIG_MIN bytes are therefore mapped directly, 2 MB-aligned
+ * with MADV_HUGEPAGE (one fault per 2 MB), and kept in a small cache when
+ * freed, to be handed out again for a request of about the same size. The
+ * cache holds at most LUCID_TENSOR_CACHE_MB (default 512) MB. */
+#define BIG_MIN ((size_t)1 << 20)
+#define HUGE_SZ ((size_t)2 << 20)
+#define BIG_HDR 64 /* keeps data 64-byte aligned; holds the mapping size */
+#define CACHE_SLOTS 64
+
+typedef struct {
+    void *base;
+    size_t cap;
+    uint64_t age;
+} big_slot;
+
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+static big_slot big_cache[CACHE_SLOTS];
+static int big_n;
+static size_t big_cached, big_limit = (size_t)-1;
+static uint64_t big_clock;
+
+static size_t cache_limit(void)
+{
+    if (big_limit == (size_t)-1) {
+        const char *e = getenv("LUCID_TENSOR_CACHE_MB");
+        long v = e ? atol(e) : 512;
+        big_limit = (size_t)(v < 0 ? 0 : v) << 20;
+    }
+    return big_limit;
+}
+
+static void *big_map(size_t cap)
+{
+    /* over-map by 2 MB and trim so the block starts on a huge page */
+    size_t len = cap + HUGE_SZ;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uintptr_t a = ((uintptr_t)p + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1);
+    size_t head = (size_t)(a - (uintptr_t)p);
+    if (head)
+        munmap(p, head);
+    if (len - head > cap)
+        munmap((char *)a + cap, len - head - cap);
+#ifdef MADV_HUGEPAGE
+    madvise((void *)a, cap, MADV_HUGEPAGE);
+#endif
+    return (void *)a;
+}
+
+static void *big_alloc(size_t nbytes)
+{
+    size_t need = (nbytes + BIG_HDR + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+    void *base = NULL;
+    size_t cap = need;
+    pthread_mutex_lock(&big_lock);
+    /* best fit, wasting at most a quarter */
+    int best = -1;
+    for (int i = 0; i < big_n; i++) {
+        size_t c = big_cache[i].cap;
+        if (c >= need && c - need <= need / 4 && (best < 0 || c < big_cache[best].cap))
+            best = i;
+    }
+    if (best >= 0) {
+        base = big_cache[best].base;
+        cap = big_cache[best].cap;
+        big_cached -= cap;
+        big_cache[best] = big_cache[--big_n];
+    }
+    pthread_mutex_unlock(&big_lock);
+    if (!base && !(base = big_map(cap)))
+        return NULL;
+    *(size_t *)base = cap;
+    return (char *)base + BIG_HDR;
+}
+
+static void big_free(void *data)
+{
+    char *base = (char *)data - BIG_HDR;
+    size_t cap = *(size_t *)base;
+    size_t limit = cache_limit();
+    void *drop[CACHE_SLOTS + 1];
+    size_t dropcap[CACHE_SLOTS + 1];
+    int ndrop = 0;
+    pthread_mutex_lock(&big_lock);
+    if (cap > limit) {
+        drop[ndrop] = base, dropcap[ndrop++] = cap;
+    } else {
+        /* evict the oldest until it fits */
+        while (big_n > 0 && (big_n == CACHE_SLOTS || big_cached + cap > limit)) {
+            int old = 0;
+            for (int i = 1; i < big_n; i++)
+                if (big_cache[i].age < big_cache[old].age)
+                    old = i;
+            drop[ndrop] = big_cache[old].base, dropcap[ndrop++] = big_cache[old].cap;
+            big_cached -= big_cache[old].cap;
+            big_cache[old] = big_cache[--big_n];
+        }
+        big_cache[big_n++] = (big_slot){base, cap, ++big_clock};
+        big_cached += cap;
+    }
+    pthread_mutex_unlock(&big_lock);
+    for (int i = 0; i < ndrop; i++)
+        munmap(drop[i], dropcap[i]);
+}
+
+void lc_tensor_cache_trim(void)
+{
+    pthread_mutex_lock(&big_lock);
+    while (big_n > 0) {
+        big_n--;
+        munmap(big_cache[big_n].base, big_cache[big_n].cap);
+    }
+    big_cached = 0;
+    pthread_mutex_unlock(&big_lock);
+}
+
 /* ---- storage ---- */
 
 static lc_storage *storage_new(size_t nbytes)
@@ -209,7 +337,12 @@ static lc_storage *storage_new(size_t nbytes)
         return NULL;
     /* 64-byte alignment suits every SIMD width we dispatch to */
     size_t rounded = (nbytes + 63) & ~(size_t)63;
-    if (posix_memalign(&s->data, 64, rounded ? rounded : 64) != 0) {
+    if (rounded >= BIG_MIN) {
+        s->data = big_alloc(rounded);
+    } else if (posix_memalign(&s->data, 64, rounded ? rounded : 64) != 0) {
+        s->data = NULL;
+    }
+    if (!s->data) {
         free(s);
         lc_err("out of memory allocating a %zu-byte tensor", nbytes);
         return NULL;
@@ -227,7 +360,10 @@ static void storage_release(lc_storage *s)
         return;
     if (s->kind == LC_STORAGE_MALLOC) {
         atomic_fetch_sub(&live_bytes, s->nbytes);
-        free(s->data);
+        if (((s->nbytes + 63) & ~(size_t)63) >= BIG_MIN)
+            big_free(s->data);
+        else
+            free(s->data);
     } else {
         lc_mapping_release(s->mapping);
     }
@@ -673,6 +809,28 @@ static void st_f64(void *p, double v) { *(double *)p = v; }
 static const load_fn loaders[LC_NDTYPES] = {ld_f32, ld_f16, ld_bf16, ld_i32, ld_i64, ld_u8, ld_f64};
 static const store_fn storers[LC_NDTYPES] = {st_f32, st_f16, st_bf16, st_i32, st_i64, st_u8, st_f64};
 
+#if defined(__x86_64__)
+static int have_f16c(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    return known;
+}
+
+/* f16 weights are widened per layer at run time: F16C converts 8 at a time,
+ * exactly (every half is a float), so the same bits as lc_f16_to_f32.
+ * Returns how many it did (a multiple of 8). */
+__attribute__((target("avx,f16c"))) static int64_t f16_to_f32_f16c(float *o, const uint16_t *s,
+                                                                  int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    return i;
+}
+#endif
+
 /* Converts a contiguous run. Fast paths for the conversions models use. */
 static void convert_run(void *dst, lc_dtype dd, const void *src, lc_dtype sd, int64_t n)
 {
@@ -683,7 +841,12 @@ static void convert_run(void *dst, lc_dtype dd, const void *src, lc_dtype sd, in
     if (dd == LC_F32 && sd == LC_F16) {
         float *o = dst;
         const uint16_t *s = src;
-        for (int64_t i = 0; i < n; i++)
+        int64_t i = 0;
+#if defined(__x86_64__)
+        if (have_f16c())
+            i = f16_to_f32_f16c(o, s, n);
+#endif
+        for (; i < n; i++)
             o[i] = lc_f16_to_f32(s[i]);
         return;
     }
@@ -701,6 +864,21 @@ static void convert_run(void *dst, lc_dtype dd, const void *src, lc_dtype sd, in
 
 /* Iterates the logical elements of dst (contiguous or not) with src
  * broadcast to dst's shape. */
+#define COPY_PAR_MIN ((int64_t)1 << 18)
+
+typedef struct {
+    char *d;
+    const char *s;
+    lc_dtype dd, sd;
+    size_t dsz, ssz;
+} copy_job;
+
+static void copy_chunk(void *ctx, int64_t b, int64_t e)
+{
+    const copy_job *j = ctx;
+    convert_run(j->d + b * (int64_t)j->dsz, j->dd, j->s + b * (int64_t)j->ssz, j->sd, e - b);
+}
+
 int lc_tensor_copy_(lc_tensor *dst, const lc_tensor *src)
 {
     lc_tensor *s = lc_tensor_expand((lc_tensor *)src, dst->ndim, dst->shape);
@@ -716,6 +894,14 @@ int lc_tensor_copy_(lc_tensor *dst, const lc_tensor *src)
         return LC_OK;
     }
     if (lc_tensor_is_contiguous(dst) && lc_tensor_is_contiguous(s)) {
+        /* big copies (weights widened per layer, activations) on the pool;
+         * each element is converted alone, so chunking cannot change bits */
+        copy_job j = {dbase, sbase, dst->dtype, src->dtype, dsz, ssz};
+        if (numel >= COPY_PAR_MIN && lc_parallel_for(numel, COPY_PAR_MIN / 4, copy_chunk, &j) ==
+                                         LC_OK) {
+            lc_tensor_free(s);
+            return LC_OK;
+        }
         convert_run(dbase, dst->dtype, sbase, src->dtype, numel);
         lc_tensor_free(s);
         return LC_OK;

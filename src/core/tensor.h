@@ -117,5 +117,8 @@ lc_tensor *lc_tensor_f32(lc_tensor *t);
 
 /* Live tensor bytes (malloc storage only), for the Lua GC heuristics. */
 size_t lc_tensor_live_bytes(void);
+/* Unmaps the freed big buffers kept for reuse (tensors of 1 MB and more
+ * are cached up to LUCID_TENSOR_CACHE_MB, default 512, after they die). */
+void lc_tensor_cache_trim(void);
 
 #endif

@@ -248,6 +248,18 @@ static int mlp_block(const lc_clip_text *m, const clip_layer *L, lc_tensor *x)
 }
 
 /* token + position embeddings: [B,L] ids -> [B,L,C] */
+/* row r of an embedding table as f32: the table itself when f32, else
+ * widened into buf (big tables stay f16/bf16 in memory, see weights.h) */
+static const float *emb_row(const lc_tensor *t, int64_t r, int64_t C, float *buf)
+{
+    if (t->dtype == LC_F32)
+        return (const float *)lc_tensor_data(t) + r * C;
+    const uint16_t *h = (const uint16_t *)lc_tensor_data(t) + r * C;
+    for (int64_t c = 0; c < C; c++)
+        buf[c] = t->dtype == LC_F16 ? lc_f16_to_f32(h[c]) : lc_bf16_to_f32(h[c]);
+    return buf;
+}
+
 static lc_tensor *embed(const lc_clip_text *m, const lc_tensor *ids)
 {
     int64_t B = ids->shape[0], L = ids->shape[1], C = m->c.hidden;
@@ -256,22 +268,30 @@ static lc_tensor *embed(const lc_clip_text *m, const lc_tensor *ids)
     if (!x)
         return NULL;
     float *out = lc_tensor_data(x);
-    const float *tok = lc_tensor_data(m->tok_emb), *pos = lc_tensor_data(m->pos_emb);
+    float *rows = malloc(2 * (size_t)C * sizeof(float));
+    if (!rows) {
+        lc_tensor_free(x);
+        lc_err("text encoder: out of memory");
+        return NULL;
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < L; i++) {
             double idv = lc_tensor_get(ids, b * L + i);
             if (!(idv >= 0 && idv < m->c.vocab_size)) {
                 lc_tensor_free(x);
+                free(rows);
                 lc_err("text encoder: token id %.0f at position %lld is outside the "
                        "vocabulary [0,%d)",
                        idv, (long long)i + 1, m->c.vocab_size);
                 return NULL;
             }
-            const float *te = tok + (int64_t)idv * C, *pe = pos + i * C;
+            const float *te = emb_row(m->tok_emb, (int64_t)idv, C, rows);
+            const float *pe = emb_row(m->pos_emb, i, C, rows + C);
             float *o = out + (b * L + i) * C;
             for (int64_t c = 0; c < C; c++)
                 o[c] = te[c] + pe[c];
         }
+    free(rows);
     return x;
 }
 

@@ -12,7 +12,10 @@ typedef struct lc_weights lc_weights;
 
 lc_weights *lc_weights_new(void);
 void lc_weights_free(lc_weights *w);
-/* takes over the caller's reference; f16/bf16 are converted to f32 here */
+/* takes over the caller's reference; f16/bf16 are converted to f32 here,
+ * except matrices and conv kernels of 65536 elements or more, which stay
+ * f16/bf16 (half the memory; ops widen them per call, with the same
+ * values). LUCID_F32_WEIGHTS=1 converts everything. */
 int lc_weights_put(lc_weights *w, const char *name, lc_tensor *t);
 int lc_weights_count(const lc_weights *w);
 const char *lc_weights_name(const lc_weights *w, int i);
