@@ -311,6 +311,29 @@ START_TEST(blur)
 }
 END_TEST
 
+/* PIL LANCZOS by hand: halving two pixels weighs them lanczos(-0.25) and
+ * lanczos(0.25), i.e. 1/2 each after normalisation, and PIL rounds with a
+ * half added before the 22-bit shift: (a + b + 1) / 2 rounded down.
+ * [[0,255],[255,255]] -> rows 128 and 255 -> (128 + 255 + 1) / 2 = 192. */
+START_TEST(lanczos)
+{
+    uint8_t src[4] = {0, 255, 255, 255}, out[16];
+    ck_assert_int_eq(lc_resize_lanczos_u8(out, src, 2, 2, 1, 1), LC_OK);
+    ck_assert_int_eq(out[0], 192);
+    ck_assert_int_eq(lc_resize_lanczos_u8(out, src, 2, 2, 2, 1), LC_OK);
+    ck_assert_int_eq(out[0], 128);
+    ck_assert_int_eq(out[1], 255);
+    /* same size: untouched; one pixel upscaled: constant */
+    ck_assert_int_eq(lc_resize_lanczos_u8(out, src, 2, 2, 2, 2), LC_OK);
+    ck_assert(memcmp(out, src, 4) == 0);
+    uint8_t one = 77;
+    ck_assert_int_eq(lc_resize_lanczos_u8(out, &one, 1, 1, 4, 4), LC_OK);
+    for (int i = 0; i < 16; i++)
+        ck_assert_int_eq(out[i], 77);
+    ck_assert_int_eq(lc_resize_lanczos_u8(out, src, 2, 2, 0, 1), LC_ERR);
+}
+END_TEST
+
 /* original ControlNet names -> diffusers (layers_per_block 2, hint conv
  * 14 last, as the released SD 1.5 ControlNets) */
 START_TEST(key_map)
@@ -373,6 +396,7 @@ int main(void)
     tcase_add_test(tc, canny_camera);
     tcase_add_test(tc, canny_tensor);
     tcase_add_test(tc, blur);
+    tcase_add_test(tc, lanczos);
     tcase_add_test(tc, key_map);
     tcase_add_test(tc, config_errors);
     suite_add_tcase(s, tc);
