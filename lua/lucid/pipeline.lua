@@ -13,6 +13,8 @@
 --         that off.
 --   opts.prediction_type: overrides the scheduler config's.
 --   opts.unet = false: skip the UNet (text encoder / VAE work only).
+--   opts.controlnet: a ControlNet path, or a list of them (lucid.controlnet):
+--         pipe.controlnet (the first) and pipe.controlnets.
 local core = require "lucid.core"
 
 local M = {}
