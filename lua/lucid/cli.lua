@@ -22,6 +22,7 @@ commands:
                     `run` may be left out
   txt2img PROMPT    shorthand for: lucid run txt2img --prompt PROMPT
   replay FILE.png   re-run the recipe and options recorded in an image
+                    (or in a .wav/.flac/.ogg made by the audio recipes)
   batch MANIFEST    run many jobs, resumable and shardable (lucid-batch(1))
 
 options:
@@ -171,11 +172,20 @@ function M.replay(file, extra)
   local lucid = require "lucid"
   if sys.file_type(file) ~= "file" then error("replay: cannot open " .. file .. ": no such file", 0) end
   local image = lucid.image
-  if type(image) ~= "table" or type(image.read_text) ~= "function" then
-    error("replay: this build cannot read image metadata (lucid.image.read_text is missing)", 0)
+  -- audio outputs keep the record in their comment field
+  local ext = (file:match("%.(%w+)$") or ""):lower()
+  local audio = ext == "wav" or ext == "flac" or ext == "ogg"
+  local text
+  if audio then
+    local ok, info = pcall(lucid.audio.info, file)
+    text = ok and type(info.metadata) == "table" and info.metadata.comment or nil
+  else
+    if type(image) ~= "table" or type(image.read_text) ~= "function" then
+      error("replay: this build cannot read image metadata (lucid.image.read_text is missing)", 0)
+    end
+    text = image.read_text(file, "lucid")
+    if type(text) == "table" then text = text.lucid end
   end
-  local text = image.read_text(file, "lucid")
-  if type(text) == "table" then text = text.lucid end
   if type(text) ~= "string" or text == "" then
     error("replay: " .. file .. " records no provenance (no 'lucid' text chunk): it was not made by lucid, or its metadata was stripped", 0)
   end
@@ -199,15 +209,20 @@ function M.replay(file, extra)
   local argv = {}
   for _, a in ipairs(type(rec.args) == "table" and rec.args or {}) do argv[#argv + 1] = tostring(a) end
   local has_out = false
+  local out_opt = audio and "--audio-out" or "--out"
   for _, a in ipairs(extra) do
     argv[#argv + 1] = a
-    if a == "--out" or a:match("^%-%-out=") then has_out = true end
+    if a == out_opt or a:sub(1, #out_opt + 1) == out_opt .. "=" then has_out = true end
   end
   if not has_out then
     -- never overwrite the original: FILE.png -> FILE.replay.png
-    local stem, ext = file:match("^(.*)(%.[^./]+)$")
-    argv[#argv + 1] = "--out"
-    argv[#argv + 1] = (stem or file) .. ".replay" .. (ext or "")
+    local stem, sfx = file:match("^(.*)(%.[^./]+)$")
+    argv[#argv + 1] = out_opt
+    argv[#argv + 1] = (stem or file) .. ".replay" .. (sfx or "")
+    if audio then -- and its spectrogram next to it
+      argv[#argv + 1] = "--out"
+      argv[#argv + 1] = (stem or file) .. ".replay.png"
+    end
   end
   return M.run(rec.recipe, argv)
 end
