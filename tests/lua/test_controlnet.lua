@@ -146,6 +146,30 @@ T.case("t601 from an fp16 variant folder", function()
   check_golden(lucid.controlnet(d), 2e-2, "fp16 weights")
 end)
 
+T.case("bgr channel order and global pooling from the config", function()
+  local js = io.open(cdir .. "/config.json"):read("*a")
+  local function variant(name, key, value)
+    local path = tmp .. "/" .. name .. ".json"
+    local f = io.open(path, "wb")
+    f:write((js:gsub('"' .. key .. '": [^,\n]+', '"' .. key .. '": ' .. value)))
+    f:close()
+    return lucid.controlnet(cdir .. "/diffusion_pytorch_model.safetensors", {config = path})
+  end
+  local bgr = variant("bgr", "controlnet_conditioning_channel_order", '"bgr"')
+  T.eq(bgr.config.controlnet_conditioning_channel_order, "bgr")
+  local d, m = bgr:forward(x, t, ctx, cond:flip(2), scale)
+  for k = 1, #d do T.truthy(T.maxdiff(d[k], ref_down[k]) <= 1e-6, "bgr down " .. k) end
+  T.truthy(T.maxdiff(m, ref_mid) <= 1e-6, "bgr mid")
+  local pool = variant("pool", "global_pool_conditions", "true")
+  local pd, pm = pool:forward(x, t, ctx, cond, scale)
+  for k = 1, #pd do
+    local s = ref_down[k]:shape()
+    local mean = ref_down[k]:mean(4, true):mean(3, true):expand(s[1], s[2], s[3], s[4])
+    T.truthy(T.maxdiff(pd[k], mean) <= 1e-6, "pooled down " .. k)
+  end
+  T.eq(table.concat(pm:shape(), ","), table.concat(ref_mid:shape(), ","))
+end)
+
 T.case("guess mode scales the residuals by logspace(-1, 0, 7) x scale", function()
   local down, mid = cn:forward(x, t, ctx, cond, scale, {guess_mode = true})
   local n = #down
