@@ -114,6 +114,37 @@ T.case("inpaint: the unmasked latents are the encoded image, the masked part cha
   T.truthy(outside < inside, string.format("outside error %.3f < inside %.3f", outside, inside))
 end)
 
+T.case("inpaint: a 9-channel UNet gets [latents, mask, masked image latents]", function()
+  -- an inpainting-shaped UNet with random weights in the cached pipe
+  local R = require "lucid.recipe"
+  local p = R.load(model)
+  local cfg = lucid.json.decode(io.open(model .. "/unet/config.json"):read("*a"))
+  cfg.in_channels = 9
+  local u9 = require("lucid.core").unet_random(lucid.json.encode(cfg), 5)
+  local saved = p.unet
+  p.unet = u9
+  local lat = path("inp9.safetensors")
+  local ok, status = pcall(run, "inpaint", {"--init-image", init_png, "--mask", mask_png, "--seed", "6",
+    "--steps", "1", "--sampler", "ddim", "--cfg", "1", "--prompt", "a cat", "--out", path("inp9.png"),
+    "--latents-out", lat})
+  p.unet = saved
+  T.truthy(ok, tostring(status))
+  T.eq(status, 0)
+  -- the one DDIM step written out as diffusers' StableDiffusionInpaintPipeline
+  local s = lucid.scheduler("ddim", p)
+  s:set_timesteps(1)
+  local g = lucid.generator(6)
+  local il = p.vae:encode(init, {generator = g})
+  local x = g:randn(il:shape()) * s.init_noise_sigma -- strength 1: pure noise
+  local m = mask:narrow(2, 1, 1)
+  local masked = init * (1 - m) + m * 0.5 -- 0 in [-1, 1] under the mask
+  local inp = lucid.cat({x, lucid.interpolate(m, {size = {8, 8}}), p.vae:encode(masked)}, 2)
+  local t = s.timesteps[1]
+  local want = s:step(u9:forward(inp, t, p:encode_prompt("a cat")), t, x)
+  local got = lucid.safetensors.load(lat).latents
+  T.truthy(T.maxdiff(got, want) <= 1e-5 * want:abs():max():item(), "latents as the 9-channel pipeline")
+end)
+
 T.case("negative: 3 tiles; CFG tile = txt2img; general form with s- = s+ - 1 = negative tile", function()
   local out = path("neg.png")
   T.eq(run("negative", {"--prompt", "a cat", "--negative", "a dog", "--seed", "4", "--steps", "3",
@@ -227,6 +258,29 @@ T.case("bad arguments: clear messages, no output file", function()
                                                "--steps", "1", "--width", "64", "--height", "64", "--out", out}) end,
     "none of --tokens")
   T.truthy(not exists(out), "no output written")
+end)
+
+T.case("plot: nice ticks, labels, a line where the data are", function()
+  local plot = require "lucid.plot"
+  local t, step = plot.ticks(0, 1, 5)
+  T.eq(step, 0.2)
+  T.eq(#t, 6)
+  T.near(t[6], 1, 1e-12)
+  local t2, step2 = plot.ticks(13, 87, 5)
+  T.eq(step2, 20)
+  T.eq(table.concat(t2, ","), "20,40,60,80")
+  T.eq(plot.format_tick(0.4, 0.2), "0.4")
+  T.eq(plot.format_tick(40, 20), "40")
+  -- a flat series at y = 1 between two points at 0 and 2: its pixels are in
+  -- the series colour, on the middle row of the plot area
+  local img = plot.line({x = {0, 1, 2}, y = {1, 1, 1}, color = {1, 0, 0}}, {width = 200, height = 120, ymin = 0, ymax = 2})
+  T.eq(table.concat(img:shape(), "x"), "1x3x120x200")
+  local red = (img:narrow(2, 1, 1) - img:narrow(2, 2, 1)):gt(0.9):to("f32") -- [1,1,H,W]
+  local rows = red:sum(4):view{120}:totable()
+  local best, bi = 0, 0
+  for i, v in ipairs(rows) do if v > best then best, bi = v, i end end
+  T.truthy(best > 100, "a horizontal red line: " .. best .. " pixels on row " .. bi)
+  T.raises(function() plot.line({y = {1, 2}}, {width = 20, height = 20}) end, "too small")
 end)
 
 os.execute("rm -rf '" .. tmp .. "'")

@@ -41,6 +41,10 @@ check "img2img runs" "$LUCID_BIN" run img2img --init-image "$tmp/a.png" --streng
 check "replay of img2img runs" "$LUCID_BIN" replay "$tmp/i.png" --out "$tmp/i2.png" --quiet
 same "replay of img2img is byte-identical" "$tmp/i.png" "$tmp/i2.png"
 
+# previews: a TAESD decode every N steps next to the output
+check "txt2img --preview 2" "$LUCID_BIN" run txt2img --prompt "a cat" $small --preview 2 --out "$tmp/pv.png"
+if [ -s "$tmp/pv.png.preview.png" ]; then ok "preview written"; else not_ok "preview written"; fi
+
 # threads: the same seed gives the same bytes with 1 and 2 threads
 check "txt2img --threads 1" "$LUCID_BIN" --threads 1 run txt2img --prompt "a cat" $small --sampler dpmpp_2m --out "$tmp/t1.png"
 check "txt2img --threads 2" "$LUCID_BIN" --threads 2 run txt2img --prompt "a cat" $small --sampler dpmpp_2m --out "$tmp/t2.png"
