@@ -86,15 +86,19 @@ static int rehash(lc_weights *w, int nslots)
  * biases) are widened once. LUCID_F32_WEIGHTS=1 widens everything. */
 #define HALF_MIN_NUMEL 65536
 
-static int keep_half(const lc_tensor *t)
+static int keep_half_shape(lc_dtype dt, int ndim, int64_t numel)
 {
     static int f32_only = -1;
     if (f32_only < 0) {
         const char *e = getenv("LUCID_F32_WEIGHTS");
         f32_only = e && *e && strcmp(e, "0") != 0;
     }
-    return !f32_only && (t->dtype == LC_F16 || t->dtype == LC_BF16) && t->ndim >= 2 &&
-           lc_tensor_numel(t) >= HALF_MIN_NUMEL;
+    return !f32_only && (dt == LC_F16 || dt == LC_BF16) && ndim >= 2 && numel >= HALF_MIN_NUMEL;
+}
+
+static int keep_half(const lc_tensor *t)
+{
+    return keep_half_shape(t->dtype, t->ndim, lc_tensor_numel(t));
 }
 
 int lc_weights_put(lc_weights *w, const char *name, lc_tensor *t)
@@ -249,9 +253,10 @@ static uint64_t available_memory(void)
 }
 
 /* A header can promise terabytes (the data may be a sparse file): refuse,
- * before allocating, a load whose f16/bf16 tensors need more memory as
- * f32 than the machine has, rather than die in malloc or thrash. f32
- * tensors stay mapped from the file and allocate nothing.
+ * before allocating, a load whose widened f16/bf16 tensors need more
+ * memory as f32 than the machine has, rather than die in malloc or
+ * thrash. f32 tensors and the half-size ones lc_weights_put keeps stay
+ * mapped from the file and allocate nothing.
  * LUCID_NO_MEMORY_CHECK=1 skips the check. */
 static int check_memory(lc_st_file *f, const char *prefix, size_t plen)
 {
@@ -268,12 +273,13 @@ static int check_memory(lc_st_file *f, const char *prefix, size_t plen)
         int64_t shape[LC_MAXDIM];
         if (lc_st_info(f, i, &dt, &ndim, shape) != LC_OK)
             return LC_ERR;
-        if (dt == LC_F32)
-            continue;
         /* the header was validated against the file size, so numel fits */
-        uint64_t bytes = sizeof(float);
+        uint64_t numel = 1;
         for (int d = 0; d < ndim; d++)
-            bytes *= (uint64_t)shape[d];
+            numel *= (uint64_t)shape[d];
+        if (dt == LC_F32 || !lc_dtype_is_float(dt) || keep_half_shape(dt, ndim, (int64_t)numel))
+            continue;
+        uint64_t bytes = numel * sizeof(float);
         need += bytes;
         if (bytes > big) {
             big = bytes;
@@ -283,7 +289,7 @@ static int check_memory(lc_st_file *f, const char *prefix, size_t plen)
     uint64_t avail = available_memory();
     if (avail == 0 || need <= avail)
         return LC_OK;
-    return lc_err("%s: loading needs %.2f GB of memory for its f16/bf16 tensors as f32 "
+    return lc_err("%s: loading needs %.2f GB of memory for its f16/bf16 tensors widened to f32 "
                   "(largest: %s, %.2f GB) but this machine has %.2f GB available "
                   "(MemAvailable + SwapFree); set LUCID_NO_MEMORY_CHECK=1 to try anyway",
                   lc_st_path(f), need / 1e9, lc_st_name(f, bigi), big / 1e9, avail / 1e9);
