@@ -115,6 +115,29 @@ static void f64_rows(void *ctx, int64_t rb, int64_t re)
     }
 }
 
+/* ---- f32 batches: one lk_sgemm per 2-d slice ---- */
+
+typedef struct {
+    const lc_tensor *ga, *gb;
+    int nb;
+    const int64_t *shape;
+    layout la, lb;
+    int64_t m, n, k;
+    const float *pa, *pb;
+    float *pc;
+} slice_job;
+
+static void slice_range(void *ctx, int64_t b0, int64_t b1)
+{
+    const slice_job *j = ctx;
+    for (int64_t bi = b0; bi < b1; bi++) {
+        int64_t oa = batch_offset(j->ga, j->nb, j->shape, bi);
+        int64_t ob = batch_offset(j->gb, j->nb, j->shape, bi);
+        lk_sgemm(j->la.trans, j->lb.trans, j->m, j->n, j->k, 1.0f, j->pa + oa, j->la.ld,
+                 j->pb + ob, j->lb.ld, 0.0f, j->pc + bi * j->m * j->n, j->n);
+    }
+}
+
 /* ---- lc_matmul ---- */
 
 static lc_tensor *matmul_impl(const lc_tensor *a0, const lc_tensor *b0)
@@ -207,6 +230,7 @@ static lc_tensor *matmul_impl(const lc_tensor *a0, const lc_tensor *b0)
         goto done;
     float *pc = lc_tensor_data(c);
     const float *pa = lc_tensor_data(ga), *pb = lc_tensor_data(gb);
+    int rc = LC_OK;
     if (k == 0) {
         memset(pc, 0, lc_tensor_nbytes(c));
     } else {
@@ -217,12 +241,19 @@ static lc_tensor *matmul_impl(const lc_tensor *a0, const lc_tensor *b0)
         if (b_shared && !la.trans && la.ld == k && lc_tensor_is_contiguous(ga)) {
             lk_sgemm(0, lb.trans, batch * m, n, k, 1.0f, pa, k, pb, lb.ld, 0.0f, pc, n);
         } else {
-            for (int64_t bi = 0; bi < batch; bi++) {
-                int64_t oa = batch_offset(ga, nb, shape, bi), ob = batch_offset(gb, nb, shape, bi);
-                lk_sgemm(la.trans, lb.trans, m, n, k, 1.0f, pa + oa, la.ld, pb + ob, lb.ld, 0.0f,
-                         pc + bi * m * n, n);
-            }
+            slice_job sj = {ga, gb, nb, shape, la, lb, m, n, k, pa, pb, pc};
+            /* small slices (attention heads) go one per task, their GEMMs
+             * running inline; big ones one after the other, each GEMM using
+             * the whole pool. lk_sgemm gives the same bits either way. */
+            if (batch > 1 && (double)m * (double)n * (double)k <= (double)(1 << 21))
+                rc = lc_parallel_for(batch, 1, slice_range, &sj);
+            else
+                slice_range(&sj, 0, batch);
         }
+    }
+    if (rc != LC_OK) {
+        lc_err_prefix("matmul: ");
+        goto done;
     }
     out = lc_tensor_view(c, fnd, fshape);
     if (out && rdt != LC_F32) {

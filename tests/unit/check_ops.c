@@ -698,7 +698,15 @@ START_TEST(test_matmul_batched)
     lc_tensor *c64 = lc_matmul(a64, b);
     assert_shape(c64, 4, SHAPE(2, 3, 4, 6));
     ck_assert_double_le(lt_max_abs_diff(c64, c), 1e-5);
-    lc_tensor *objs[] = {a, b, c, a2, w, c2, v, c3, a64, c64};
+    /* many small slices run one per task: same bits for 1 and 2 threads */
+    lc_tensor *q = noise(LC_F32, 3, SHAPE(8, 16, 32), 26), *kk = noise(LC_F32, 3, SHAPE(8, 32, 17), 27);
+    lc_pool_init(1);
+    lc_tensor *s1 = lc_matmul(q, kk);
+    lc_pool_init(2);
+    lc_tensor *s2 = lc_matmul(q, kk);
+    ck_assert(memcmp(lc_tensor_data(s1), lc_tensor_data(s2), lc_tensor_nbytes(s1)) == 0);
+    ck_assert_double_eq_tol(lc_tensor_get(s2, (5 * 16 + 3) * 17 + 11), naive_at(q, kk, 5, 5, 3, 11), 1e-5);
+    lc_tensor *objs[] = {a, b, c, a2, w, c2, v, c3, a64, c64, q, kk, s1, s2};
     for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
         lc_tensor_free(objs[i]);
 }
