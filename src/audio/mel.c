@@ -434,8 +434,9 @@ lc_tensor *lc_mel_to_stft_mag(const lc_mel_config *c, const lc_tensor *S)
     double *x = malloc(sizeof(double) * N), *xp = malloc(sizeof(double) * N);
     double *yk = malloc(sizeof(double) * N), *gk = malloc(sizeof(double) * N);
     double *r = malloc(sizeof(double) * m * T), *u = malloc(sizeof(double) * m);
+    int *lo = malloc(sizeof(int) * m), *hi = malloc(sizeof(int) * m);
     lc_tensor *out = lc_tensor_new(LC_F64, 2, (int64_t[]){nf, T});
-    if (!b || !A || !G || !V || !x || !xp || !yk || !gk || !r || !u || !out) {
+    if (!b || !A || !G || !V || !x || !xp || !yk || !gk || !r || !u || !lo || !hi || !out) {
         if (b)
             lc_err("mel_to_stft: out of memory");
         lc_tensor_free(out);
@@ -455,42 +456,134 @@ lc_tensor *lc_mel_to_stft_mag(const lc_mel_config *c, const lc_tensor *S)
             }
         }
     }
+    /* each filter is one triangle: its nonzero bins are a range, so
+     * products with A only walk [lo, hi) */
+    for (int j = 0; j < m; j++) {
+        lo[j] = nf, hi[j] = 0;
+        for (int k = 0; k < nf; k++)
+            if (A[(size_t)j * nf + k] != 0) {
+                lo[j] = k < lo[j] ? k : lo[j];
+                hi[j] = k + 1;
+            }
+        if (hi[j] < lo[j])
+            lo[j] = hi[j] = 0;
+    }
     /* pinv(A) = A^T (A A^T)^+ through the eigen-decomposition of A A^T;
      * eigenvalues below rcond relative are dropped as numpy's pinv drops
      * small singular values (empty filters of fine mel grids) */
     for (int i = 0; i < m; i++)
         for (int j = 0; j < m; j++) {
             double acc = 0;
-            for (int k = 0; k < nf; k++)
+            int k0 = lo[i] > lo[j] ? lo[i] : lo[j], k1 = hi[i] < hi[j] ? hi[i] : hi[j];
+            for (int k = k0; k < k1; k++)
                 acc += A[(size_t)i * nf + k] * A[(size_t)j * nf + k];
             G[i * m + j] = acc;
         }
-    jacobi_eig(G, V, m);
-    double lmax = 0;
+    /* When the non-empty filters are independent (the usual case) G
+     * restricted to them is positive definite and a Cholesky solve gives
+     * the pseudo-inverse exactly, in O(m^3 / 6); otherwise (duplicate
+     * filters) the eigen route, dropping null directions. */
+    double gmax = 0;
     for (int i = 0; i < m; i++)
-        lmax = fmax(lmax, G[i * m + i]);
+        gmax = fmax(gmax, G[i * m + i]);
+    memcpy(V, G, sizeof(double) * m * m);
+    int chol = 1;
+    for (int j = 0; j < m && chol; j++) {
+        if (hi[j] == lo[j])
+            continue; /* empty filter: row and column of zeros */
+        double d = V[j * m + j];
+        for (int k = 0; k < j; k++)
+            if (hi[k] > lo[k])
+                d -= V[j * m + k] * V[j * m + k];
+        if (!(d > 1e-10 * gmax)) {
+            chol = 0;
+            break;
+        }
+        d = sqrt(d);
+        V[j * m + j] = d;
+        for (int i = j + 1; i < m; i++) {
+            if (hi[i] == lo[i])
+                continue;
+            double v = V[i * m + j];
+            for (int k = 0; k < j; k++)
+                if (hi[k] > lo[k])
+                    v -= V[i * m + k] * V[j * m + k];
+            V[i * m + j] = v / d;
+        }
+    }
+    double lmax = 0;
+    if (!chol) {
+        jacobi_eig(G, V, m);
+        for (int i = 0; i < m; i++)
+            lmax = fmax(lmax, G[i * m + i]);
+    } else {
+        /* largest eigenvalue of G by power iteration (for the step size) */
+        for (int i = 0; i < m; i++)
+            u[i] = 1;
+        for (int it = 0; it < 200; it++) {
+            double nrm = 0;
+            for (int i = 0; i < m; i++) {
+                double acc = 0;
+                for (int j = 0; j < m; j++)
+                    acc += G[i * m + j] * u[j];
+                r[i] = acc;
+                nrm += acc * acc;
+            }
+            nrm = sqrt(nrm);
+            if (nrm == 0)
+                break;
+            for (int i = 0; i < m; i++)
+                u[i] = r[i] / nrm;
+            lmax = nrm;
+        }
+        lmax *= 1.01; /* power iteration approaches from below */
+    }
     double L = lmax > 0 ? lmax : 1; /* Lipschitz constant of the gradient */
     /* x0 = clip(pinv(A) b, 0), column by column */
     for (int64_t t = 0; t < T; t++) {
-        for (int i = 0; i < m; i++) {
-            double acc = 0;
-            for (int j = 0; j < m; j++)
-                acc += V[j * m + i] * b[j * T + t];
-            double lam = G[i * m + i];
-            u[i] = lam > 1e-12 * lmax ? acc / lam : 0;
+        if (chol) {
+            for (int i = 0; i < m; i++) { /* forward: L y = b */
+                if (hi[i] == lo[i]) {
+                    u[i] = 0;
+                    continue;
+                }
+                double acc = b[i * T + t];
+                for (int k = 0; k < i; k++)
+                    acc -= V[i * m + k] * u[k];
+                u[i] = acc / V[i * m + i];
+            }
+            for (int i = m - 1; i >= 0; i--) { /* back: L^T r = y */
+                if (hi[i] == lo[i]) {
+                    r[i] = 0;
+                    continue;
+                }
+                double acc = u[i];
+                for (int k = i + 1; k < m; k++)
+                    acc -= V[k * m + i] * r[k];
+                r[i] = acc / V[i * m + i];
+            }
+        } else {
+            for (int i = 0; i < m; i++) {
+                double acc = 0;
+                for (int j = 0; j < m; j++)
+                    acc += V[j * m + i] * b[j * T + t];
+                double lam = G[i * m + i];
+                u[i] = lam > 1e-12 * lmax ? acc / lam : 0;
+            }
+            for (int j = 0; j < m; j++) {
+                double acc = 0;
+                for (int i = 0; i < m; i++)
+                    acc += V[j * m + i] * u[i];
+                r[j] = acc;
+            }
         }
-        for (int j = 0; j < m; j++) {
-            double acc = 0;
-            for (int i = 0; i < m; i++)
-                acc += V[j * m + i] * u[i];
-            r[j] = acc;
-        }
-        for (int k = 0; k < nf; k++) {
-            double acc = 0;
-            for (int j = 0; j < m; j++)
-                acc += A[(size_t)j * nf + k] * r[j];
-            x[(size_t)k * T + t] = fmax(acc, 0);
-        }
+        for (int k = 0; k < nf; k++)
+            gk[k] = 0;
+        for (int j = 0; j < m; j++)
+            for (int k = lo[j]; k < hi[j]; k++)
+                gk[k] += A[(size_t)j * nf + k] * r[j];
+        for (int k = 0; k < nf; k++)
+            x[(size_t)k * T + t] = fmax(gk[k], 0);
     }
     memcpy(xp, x, sizeof(double) * N);
     /* FISTA (restarted when momentum goes uphill) on the whole problem
@@ -506,27 +599,34 @@ lc_tensor *lc_mel_to_stft_mag(const lc_mel_config *c, const lc_tensor *S)
         for (size_t i = 0; i < N; i++)
             yk[i] = x[i] + beta * (x[i] - xp[i]);
         double f = 0;
-        for (int j = 0; j < m; j++)
-            for (int64_t t = 0; t < T; t++) {
-                double acc = -b[j * T + t];
-                for (int k = 0; k < nf; k++)
-                    acc += A[(size_t)j * nf + k] * yk[(size_t)k * T + t];
-                r[j * T + t] = acc;
-                f += 0.5 * acc * acc;
+        for (int j = 0; j < m; j++) {
+            double *rj = r + (size_t)j * T;
+            for (int64_t t = 0; t < T; t++)
+                rj[t] = -b[j * T + t];
+            for (int k = lo[j]; k < hi[j]; k++) {
+                double a = A[(size_t)j * nf + k];
+                const double *y = yk + (size_t)k * T;
+                for (int64_t t = 0; t < T; t++)
+                    rj[t] += a * y[t];
             }
+            for (int64_t t = 0; t < T; t++)
+                f += 0.5 * rj[t] * rj[t];
+        }
         if (fabs(fprev - f) <= 1e7 * DBL_EPSILON * fmax(fmax(fabs(f), fabs(fprev)), 1))
             break;
         fprev = f;
         double pg = 0, dot = 0;
-        for (int k = 0; k < nf; k++)
-            for (int64_t t = 0; t < T; t++) {
-                double g = 0;
-                for (int j = 0; j < m; j++)
-                    g += A[(size_t)j * nf + k] * r[j * T + t];
-                size_t i = (size_t)k * T + t;
-                gk[i] = g;
-                pg = fmax(pg, fabs(yk[i] > 0 ? g : fmin(g, 0)));
+        memset(gk, 0, sizeof(double) * N);
+        for (int j = 0; j < m; j++)
+            for (int k = lo[j]; k < hi[j]; k++) {
+                double a = A[(size_t)j * nf + k];
+                double *g = gk + (size_t)k * T;
+                const double *rj = r + (size_t)j * T;
+                for (int64_t t = 0; t < T; t++)
+                    g[t] += a * rj[t];
             }
+        for (size_t i = 0; i < N; i++)
+            pg = fmax(pg, fabs(yk[i] > 0 ? gk[i] : fmin(gk[i], 0)));
         if (pg <= 1e-5)
             break;
         for (size_t i = 0; i < N; i++) {
@@ -542,6 +642,7 @@ lc_tensor *lc_mel_to_stft_mag(const lc_mel_config *c, const lc_tensor *S)
         out_p[i] = sqrt(x[i]);
 done:
     free(b), free(A), free(G), free(V), free(x), free(xp), free(yk), free(gk), free(r), free(u);
+    free(lo), free(hi);
     return out;
 }
 
