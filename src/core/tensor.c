@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -813,8 +814,14 @@ static const store_fn storers[LC_NDTYPES] = {st_f32, st_f16, st_bf16, st_i32, st
 static int have_f16c(void)
 {
     static int known = -1;
-    if (known < 0)
-        known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (known < 0) {
+        /* F16C from CPUID itself: clang's __builtin_cpu_supports does not
+         * know "f16c" (a compile error with clang 14, so no fuzz or
+         * clang build) */
+        unsigned a, b, c, d;
+        known = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+                (c & bit_F16C) != 0;
+    }
     return known;
 }
 
