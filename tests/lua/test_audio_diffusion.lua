@@ -71,6 +71,35 @@ T.case("golden AudioDiffusionPipeline (DDIM, 10 steps, stored noise)", function(
   T.truthy(e < 0.2, "our audio relative error " .. e)
 end)
 
+T.case("UNet2DModel configs: what is not supported is named", function()
+  local js = assert(io.open(dir .. "/audio/unet/config.json")):read("*a")
+  local w = dir .. "/audio/unet/diffusion_pytorch_model.safetensors"
+  local function with(from, to)
+    local j, n = js:gsub(from, to)
+    T.eq(n, 1, "config edit " .. from)
+    return j
+  end
+  T.raises(function() core.unet2d_load(with('"AttnDownBlock2D"', '"SkipDownBlock2D"'), w) end, "SkipDownBlock2D")
+  T.raises(function() core.unet2d_load(with('"positional"', '"fourier"'), w) end, "fourier")
+  T.raises(function() core.unet2d_load(with('"resnet_time_scale_shift": "default"', '"resnet_time_scale_shift": "scale_shift"'), w) end,
+    "scale_shift")
+  -- a config that disagrees with the weights names the tensor
+  T.raises(function() core.unet2d_load(with('"layers_per_block": 2', '"layers_per_block": 1'), w) end, "up_blocks.1.resnets.1.norm1.weight: shape [64], expected [48]")
+  T.raises(function() core.unet2d_load(with('"in_channels": 1', '"in_channels": 3'), w) end, "conv_in.weight")
+  T.raises(function() core.unet2d_load("{", w) end, "not a JSON object")
+  T.raises(function() core.unet2d_load(js, dir .. "/audio/missing.safetensors") end, "missing.safetensors")
+end)
+
+T.case("DDPM sampling is seeded", function()
+  local function run(seed)
+    return pipe:generate{scheduler = "ddpm", steps = 4, generator = lucid.generator(seed), audio = false}
+  end
+  local a, b, c = run(11), run(11), run(12)
+  T.eq(T.maxdiff(a.latents, b.latents), 0, "same seed, same result")
+  T.truthy(T.maxdiff(a.latents, c.latents) > 1e-3, "another seed differs")
+  T.eq(a.image:dtype(), "u8")
+end)
+
 T.case("Mel object on the golden Mel case", function()
   local mel = ad.mel(SMALL)
   mel:load_audio(nil, G["mel/small/audio"])
