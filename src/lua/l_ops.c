@@ -193,9 +193,53 @@ static void to_one_based(lua_State *L, lc_tensor *idx)
         ll_error(L);
 }
 
-/* t:sum() -> 0-d; t:sum(dim, keepdim); var/std take unbiased as the 4th
- * argument (default true). max/min with a dim return values and indices;
- * with a tensor as the second argument they are maximum/minimum.
+/* Reduction over the list of dims at idx (sum, mean, var, std, norm): the
+ * reduced dims are permuted to the end, made contiguous and flattened into
+ * one, which is then reduced in a single pass, so var/std/norm are exact
+ * too. Pushes the result. */
+static void reduce_dims(lua_State *L, lc_redop op, lc_tensor *t, int idx, int keepdim,
+                        int unbiased)
+{
+    int nd = t->ndim, n = (int)lua_objlen(L, idx), red[LC_MAXDIM] = {0};
+    if (n < 1)
+        luaL_error(L, "reduce: empty list of dimensions");
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        int d = ll_check_dim(L, -1, nd);
+        lua_pop(L, 1);
+        if (red[d])
+            luaL_error(L, "reduce: dimension %d listed twice", d + 1);
+        red[d] = 1;
+    }
+    int perm[LC_MAXDIM], np = 0, nk = 0;
+    int64_t shape[LC_MAXDIM], kshape[LC_MAXDIM], R = 1;
+    for (int d = 0; d < nd; d++)
+        if (!red[d]) {
+            perm[np++] = d;
+            shape[nk++] = t->shape[d];
+        }
+    for (int d = 0; d < nd; d++) {
+        if (red[d]) {
+            perm[np++] = d;
+            R *= t->shape[d];
+        }
+        kshape[d] = red[d] ? 1 : t->shape[d];
+    }
+    shape[nk] = R;
+    lc_tensor *pv = lc_tensor_permute(t, perm);
+    ll_push_tensor(L, pv);
+    lc_tensor *flat = lc_tensor_view(pv, nk + 1, shape); /* copies when it must */
+    ll_push_tensor(L, flat);
+    lc_tensor *r = lc_reduce_dim(op, flat, nk, 0, unbiased);
+    ll_push_tensor(L, r);
+    if (keepdim)
+        ll_push_tensor(L, lc_tensor_view(r, nd, kshape));
+}
+
+/* t:sum() -> 0-d; t:sum(dim, keepdim) with a dim or (sum, mean, var, std,
+ * norm) a list of dims; var/std take unbiased as the 4th argument (default
+ * true). max/min with a dim return values and indices; with a tensor as
+ * the second argument they are maximum/minimum.
  * upvalue 1: the op */
 static int l_reduce(lua_State *L)
 {
@@ -204,6 +248,12 @@ static int l_reduce(lua_State *L)
     if ((op == LC_RMAX || op == LC_RMIN) && is_tensor_arg(L, 2))
         return binary_of(L, op == LC_RMAX ? LC_MAXIMUM : LC_MINIMUM, 1, 2);
     int unbiased = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+    if (lua_istable(L, 2)) {
+        if (op == LC_RARGMAX || op == LC_RARGMIN)
+            luaL_argerror(L, 2, "argmax/argmin take one dimension");
+        reduce_dims(L, op, t, 2, lua_toboolean(L, 3), unbiased);
+        return 1;
+    }
     int arg = op == LC_RARGMAX || op == LC_RARGMIN;
     if (lua_isnoneornil(L, 2)) {
         lc_tensor *r = lc_reduce_all(op, t, unbiased);

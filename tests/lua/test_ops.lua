@@ -172,6 +172,22 @@ T.case("reductions over a 1-based dim", function()
   T.raises(function() lucid.zeros{0}:max() end, "max: cannot reduce the empty tensor [0]")
 end)
 
+T.case("reductions over a list of dims", function()
+  local x = lucid.tensor{{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}} -- [2,2,2]
+  same(x:sum({1, 3}), {1 + 2 + 5 + 6, 3 + 4 + 7 + 8})
+  same(x:mean({2, 3}), {2.5, 6.5})
+  local k = x:sum({1, 2}, true)
+  T.eq(#k:shape(), 3); T.eq(k:shape()[1], 1); T.eq(k:shape()[3], 2)
+  same(k, {{{16, 20}}})
+  -- var over two dims is one pass over their 4 elements, not nested
+  T.near(x:var({1, 3}):get(1), 17 / 3, 1e-6) -- {1,2,5,6}: mean 3.5, ss 17
+  T.near(x:std({1, 2, 3}, false, false):item(), math.sqrt(5.25), 1e-6)
+  same(x:norm({2, 3}), {math.sqrt(30), math.sqrt(174)})
+  same(x:transpose(1, 3):sum({1, 2}), {10, 26}) -- keeps x's first dim
+  T.raises(function() x:sum({1, 1}) end, "dimension 1 listed twice")
+  T.raises(function() x:argmax({1, 2}) end, "argmax/argmin take one dimension")
+end)
+
 T.case("matmul and linear", function()
   local B = lucid.tensor{{7, 8}, {9, 10}, {11, 12}}
   same(A:matmul(B), {{58, 64}, {139, 154}})
