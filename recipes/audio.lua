@@ -28,7 +28,7 @@ return {
       help = "ddim, ddpm, or the model's own scheduler"},
     {"eta", type = "number", default = 0, min = 0, max = 1, help = "DDIM eta (0: deterministic)"},
     {"slices", type = "int", default = 1, min = 1, max = 1000,
-      help = "number of spectrogram slices to generate (each x_res*hop samples)"},
+      help = "spectrogram slices to generate (hop * (x_res - 1) samples each, 5.9 s with the default Mel; with --audio-in: at most the input's)"},
     "audio_in",
     {"start-step", type = "int", default = 0, min = 0,
       help = "with --audio-in: start denoising the input's slices from this step (variations)"},
