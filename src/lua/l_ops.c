@@ -464,7 +464,7 @@ static const luaL_Reg functions[] = {
 
 static const luaL_Reg methods[] = {
     {"clamp", l_clamp}, {"clamp_", l_clamp_}, {"lerp", l_lerp}, {"matmul", l_matmul},
-    {"split", l_split}, {"repeat_", l_repeat}, {"flip", l_flip}, {NULL, NULL}};
+    {"linear", l_linear}, {"split", l_split}, {"repeat_", l_repeat}, {"flip", l_flip}, {NULL, NULL}};
 
 /* sets t[name] = closure(fn, a, b) for the table at the top of the stack */
 static void set_closure(lua_State *L, const char *name, lua_CFunction fn, int a, int b)

@@ -202,6 +202,7 @@ T.case("matmul and linear", function()
   local w = lucid.tensor{{1, 0, 0}, {0, 1, 1}}
   same(lucid.linear(A, w), {{1, 5}, {4, 11}})
   same(lucid.linear(A, w, lucid.tensor{10, 20}), {{11, 25}, {14, 31}})
+  same(A:linear(w, lucid.tensor{10, 20}), {{11, 25}, {14, 31}})
   T.raises(function() lucid.linear(A, lucid.zeros{2, 4}) end,
     "linear: input [2,3] has 3 features but weight [2,4] expects 4")
 end)
