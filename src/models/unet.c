@@ -323,11 +323,10 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
         if (!h)
             goto done;
     }
-    lc_tensor *g = lc_group_norm(h, c->norm_num_groups, u->norm_out.w, u->norm_out.b, c->norm_eps);
-    if (!g || lc_unary_(LC_SILU, g) != LC_OK) {
-        lc_tensor_free(g);
+    lc_tensor *g = lc_group_norm_silu(h, c->norm_num_groups, u->norm_out.w, u->norm_out.b,
+                                      c->norm_eps);
+    if (!g)
         goto done;
-    }
     lc_conv2d_params pout = {{1, 1}, {c->conv_out_kernel / 2, c->conv_out_kernel / 2}, {1, 1}, 1};
     out = lc_conv2d(g, u->conv_out.w, u->conv_out.b, &pout);
     lc_tensor_free(g);

@@ -450,12 +450,7 @@ static lc_tensor *conv(const lc_tensor *x, const lc_ulinear *l, int stride, int 
 
 static lc_tensor *norm_silu(const lc_tensor *x, const lc_ulinear *n, int groups, double eps)
 {
-    lc_tensor *h = lc_group_norm(x, groups, n->w, n->b, eps);
-    if (h && lc_unary_(LC_SILU, h) != LC_OK) {
-        lc_tensor_free(h);
-        return NULL;
-    }
-    return h;
+    return lc_group_norm_silu(x, groups, n->w, n->b, eps); /* one pass */
 }
 
 lc_tensor *lc_resnet_forward(const lc_ufwd *f, const lc_resnet *r, const lc_tensor *x)

@@ -354,12 +354,7 @@ static lc_tensor *conv(const lc_tensor *x, const lc_tensor *w, const lc_tensor *
 static lc_tensor *gn_silu(const lc_vae *m, const lc_tensor *x, const lc_tensor *g,
                           const lc_tensor *b)
 {
-    lc_tensor *h = lc_group_norm(x, m->c.groups, g, b, VAE_EPS);
-    if (h && lc_unary_(LC_SILU, h) != LC_OK) {
-        lc_tensor_free(h);
-        return NULL;
-    }
-    return h;
+    return lc_group_norm_silu(x, m->c.groups, g, b, VAE_EPS); /* one pass */
 }
 
 /* consumes x */

@@ -91,6 +91,10 @@ lc_tensor *lc_conv2d(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bi
 /* x [N,C,...], gamma/beta [C] or NULL */
 lc_tensor *lc_group_norm(const lc_tensor *x, int groups, const lc_tensor *gamma,
                          const lc_tensor *beta, double eps);
+/* group_norm then SiLU in one pass over the data (the UNet's and VAE's
+ * resnets): the values of lc_unary_(LC_SILU, lc_group_norm(...)) */
+lc_tensor *lc_group_norm_silu(const lc_tensor *x, int groups, const lc_tensor *gamma,
+                              const lc_tensor *beta, double eps);
 /* normalises over the last dimension; gamma/beta [D] or NULL */
 lc_tensor *lc_layer_norm(const lc_tensor *x, const lc_tensor *gamma, const lc_tensor *beta,
                          double eps);
