@@ -39,6 +39,9 @@ typedef struct {
     int mask_bool;     /* nonzero = keep, else additive */
     int64_t mb, mh, mq, mk;
     float *scratch; /* nthreads * QB * Lk */
+    int64_t ngrp, gblk; /* query-block groups per head, blocks per group */
+    lk_sgemm_bpack **kpack, **vpack; /* per thread: K^T and V of its head */
+    int pack_failed;
 } sdpa_job;
 
 /* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
@@ -135,6 +138,74 @@ static void softmax_row(float *s, int64_t n)
         store4(s + j, load4(s + j, n - j) * r, n - j);
 }
 
+static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
+                       int64_t nk);
+
+/* Without a causal mask every query block of a head multiplies by the same
+ * K^T and V: a task takes a group of GB blocks of one head and packs both
+ * once (per thread, reused across tasks), then runs the blocks on the
+ * packs (Q K^T ~126 -> ~150 GFLOP/s, P V ~85 -> ~104 measured per core).
+ * lk_sgemm_packed gives the bits of lk_sgemm. */
+#define GB 8
+
+static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
+{
+    sdpa_job *j = ctx;
+    int ti = lc_pool_thread_index();
+    float *S = j->scratch + (int64_t)ti * QB * j->Lk;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t bh = t / j->ngrp, grp = t % j->ngrp;
+        int64_t b = bh / j->H, h = bh % j->H;
+        const float *k = j->k.p + b * j->k.sb + h * j->k.sh;
+        const float *v = j->v.p + b * j->v.sb + h * j->v.sh;
+        lk_sgemm_bpack *kp = lk_sgemm_repack_b(j->kpack[ti], 1, j->D, j->Lk, k, j->k.sl);
+        if (kp)
+            j->kpack[ti] = kp;
+        lk_sgemm_bpack *vp = kp ? lk_sgemm_repack_b(j->vpack[ti], 0, j->Lk, j->Dv, v, j->v.sl)
+                                : NULL;
+        if (vp)
+            j->vpack[ti] = vp;
+        if (!kp || !vp) {
+            j->pack_failed = 1;
+            return;
+        }
+        int64_t blk1 = (grp + 1) * j->gblk < j->nblk ? (grp + 1) * j->gblk : j->nblk;
+        for (int64_t blk = grp * j->gblk; blk < blk1; blk++) {
+            int64_t i0 = blk * QB, m = i0 + QB < j->Lq ? QB : j->Lq - i0;
+            const float *q = j->q.p + b * j->q.sb + h * j->q.sh + i0 * j->q.sl;
+            float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
+            lk_sgemm_packed(0, m, j->scale, q, j->q.sl, kp, 0.f, S, j->Lk);
+            block_rows(j, S, b, h, i0, m, j->Lk);
+            lk_sgemm_packed(0, m, 1.f, S, j->Lk, vp, 0.f, o, j->ol);
+        }
+    }
+}
+
+/* mask, causal cut and softmax of a block's score rows */
+static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
+                       int64_t nk)
+{
+    for (int64_t r = 0; r < m; r++) {
+        float *s = S + r * nk;
+        int64_t i = i0 + r;
+        if (j->mask) {
+            const float *mr = j->mask + b * j->mb + h * j->mh + i * j->mq;
+            if (j->mask_bool) {
+                for (int64_t c = 0; c < nk; c++)
+                    if (mr[c * j->mk] == 0.f)
+                        s[c] = -INFINITY;
+            } else {
+                for (int64_t c = 0; c < nk; c++)
+                    s[c] += mr[c * j->mk];
+            }
+        }
+        if (j->causal)
+            for (int64_t c = i + 1; c < nk; c++)
+                s[c] = -INFINITY;
+        softmax_row(s, nk);
+    }
+}
+
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
 {
     const sdpa_job *j = ctx;
@@ -152,25 +223,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
         float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
         if (nk > 0)
             lk_sgemm(0, 1, m, nk, j->D, j->scale, q, j->q.sl, k, j->k.sl, 0.f, S, nk);
-        for (int64_t r = 0; r < m; r++) {
-            float *s = S + r * nk;
-            int64_t i = i0 + r;
-            if (j->mask) {
-                const float *mr = j->mask + b * j->mb + h * j->mh + i * j->mq;
-                if (j->mask_bool) {
-                    for (int64_t c = 0; c < nk; c++)
-                        if (mr[c * j->mk] == 0.f)
-                            s[c] = -INFINITY;
-                } else {
-                    for (int64_t c = 0; c < nk; c++)
-                        s[c] += mr[c * j->mk];
-                }
-            }
-            if (j->causal)
-                for (int64_t c = i + 1; c < nk; c++)
-                    s[c] = -INFINITY;
-            softmax_row(s, nk);
-        }
+        block_rows(j, S, b, h, i0, m, nk);
         if (nk > 0) {
             lk_sgemm(0, 0, m, j->Dv, nk, 1.f, S, nk, v, j->v.sl, 0.f, o, j->ol);
         } else {
@@ -224,14 +277,38 @@ static int sdpa_run(sdpa_job *j, const lc_tensor *mask, const char *op)
     j->mk = st[3];
     j->nblk = (j->Lq + QB - 1) / QB;
     int64_t per = QB * (j->Lk > 0 ? j->Lk : 1);
-    j->scratch = lc_malloc((size_t)(per * lc_pool_threads()) * sizeof(float), "attention scores");
+    int nt = lc_pool_threads();
+    /* a tensor, so the scratch comes from the reused big-buffer cache */
+    int64_t ns = per * nt;
+    lc_tensor *scr = lc_tensor_new(LC_F32, 1, &ns);
+    j->scratch = scr ? lc_tensor_data(scr) : NULL;
     int rc = LC_ERR;
-    if (j->scratch)
+    /* packing pays off when a head has several query blocks */
+    int packed = !j->causal && j->Lk > 0 && j->nblk >= 2;
+    if (j->scratch && packed) {
+        j->gblk = GB;
+        j->ngrp = (j->nblk + GB - 1) / GB;
+        j->kpack = lc_calloc((size_t)nt, sizeof *j->kpack, "attention packs");
+        j->vpack = lc_calloc((size_t)nt, sizeof *j->vpack, "attention packs");
+        j->pack_failed = 0;
+        if (j->kpack && j->vpack) {
+            rc = lc_parallel_for(j->B * j->H * j->ngrp, 1, sdpa_groups, j);
+            if (rc == LC_OK && j->pack_failed)
+                rc = LC_ERR; /* lc_err set by the pack */
+        }
+        for (int i = 0; j->kpack && i < nt; i++)
+            lk_sgemm_bpack_free(j->kpack[i]);
+        for (int i = 0; j->vpack && i < nt; i++)
+            lk_sgemm_bpack_free(j->vpack[i]);
+        free(j->kpack);
+        free(j->vpack);
+    } else if (j->scratch) {
         rc = lc_parallel_for(j->B * j->H * j->nblk, 1, sdpa_blocks, j);
+    }
     /* a lone block runs inline and its GEMMs may have skipped work */
     if (rc == LC_OK && lc_interrupted())
         rc = lc_err("interrupted");
-    free(j->scratch);
+    lc_tensor_free(scr);
     lc_tensor_free(mf);
     return rc;
 }
