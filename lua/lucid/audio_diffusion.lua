@@ -217,29 +217,6 @@ function Pipe:decode_image(x)
   return (img * 255):round():clamp(0, 255):to("u8"):view({s[3], s[4]})
 end
 
--- diffusers' DDIMScheduler.step with use_clipped_model_output=False (the
--- pipeline's call): x0 is clipped when clip_sample is set (audio models
--- set it) but eps stays the model's. lucid.schedulers' DDIM re-derives eps
--- from the clipped x0, which only diffusers' use_clipped_model_output=True
--- does; the difference only shows with clip_sample.
-local function ddim_step(s, eps, t, x, g, eta)
-  if not s.config.clip_sample then return s:step(eps, t, x, g, eta) end
-  local n = s.num_inference_steps
-  local prev_t = t - math.floor(s.config.num_train_timesteps / n)
-  local a_t, a_prev = s:alpha_at(t), s:alpha_at(prev_t)
-  local x0, e = s:predict(eps, t, x, a_t)
-  local r = s.config.clip_sample_range
-  x0 = x0:clamp(-r, r)
-  local variance = ((1 - a_prev) / (1 - a_t)) * (1 - a_t / a_prev)
-  local std = eta * math.sqrt(variance)
-  local prev = x0 * math.sqrt(a_prev) + e * math.sqrt(1 - a_prev - std * std)
-  if eta > 0 then
-    if not g then error("ddim: eta > 0 needs a generator", 2) end
-    prev = prev + g:randn(eps:shape()) * std
-  end
-  return prev
-end
-
 --- The AudioDiffusionPipeline loop. opts: steps, scheduler (name or
 -- object), generator (noise, DDPM/eta noise, random Griffin-Lim phases),
 -- noise (a given start), eta (DDIM), image (u8 [H, W] spectrogram of an
@@ -283,11 +260,7 @@ function Pipe:generate(opts)
   for i = start + 1, #ts do
     local t = ts[i]
     local eps = self.unet:forward(x, t)
-    if s.name == "ddim" then
-      x = ddim_step(s, eps, t, x, g, opts.eta or 0)
-    else
-      x = s:step(eps, t, x, g)
-    end
+    x = s:step(eps, t, x, g, opts.eta)
     if input and (mask_start > 0 or mask_end > 0) then
       -- diffusers re-imposes the input noised to this step's t
       local ref = s:add_noise(input, noise, t)

@@ -55,7 +55,10 @@ function DDIM:step(model_output, t, x, generator, eta)
   if self.config.clip_sample then
     local r = self.config.clip_sample_range
     x0 = x0:clamp(-r, r)
-    -- diffusers re-derives eps from the clipped x0
+  end
+  if self.use_clipped_model_output then
+    -- diffusers' step(use_clipped_model_output=True): eps re-derived from
+    -- the (clipped) x0; off by default, as in every pipeline
     eps = (x - x0 * math.sqrt(a_t)) / math.sqrt(1 - a_t)
   end
   local variance = ((1 - a_prev) / (1 - a_t)) * (1 - a_t / a_prev)
