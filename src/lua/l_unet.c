@@ -5,6 +5,9 @@
  *       a diffusers unet .safetensors, or a single-file checkpoint with
  *       CompVis/ldm names under prefix (default "model.diffusion_model.")
  *   core.unet_random(config_json | "sd15", seed) -> unet  (synthetic weights)
+ *   core.random_weights(shape, seed, scale, shift, dtype) -> tensor
+ *       scale * z + shift, z approximately N(0, 1) (the same generator),
+ *       dtype "f32" | "f16" | "bf16" (default f32); for synthetic checkpoints
  *   unet:forward(x, t, context, {down_residuals = {...}, mid_residual = t})
  *       t: a number, a 0-d/1-element tensor or one value per sample
  *   unet.config -> table (diffusers names)      unet.num_skips -> integer
@@ -22,6 +25,7 @@
 #include "l_common.h"
 #include "core/safetensors.h"
 #include "models/unet.h"
+#include "models/unet_blocks.h"
 #include "models/weights.h"
 
 #define UNET_MT "lucid.unet"
@@ -218,6 +222,20 @@ static int l_unet_random(lua_State *L)
     lc_unet *u = lc_unet_new(&c, w);
     lc_weights_free(w);
     push_unet(L, u);
+    return 1;
+}
+
+static int l_random_weights(lua_State *L)
+{
+    int64_t shape[LC_MAXDIM];
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int nd = ll_check_shape(L, 1, shape);
+    double seed = luaL_checknumber(L, 2);
+    if (seed < 0 || seed != (double)(uint64_t)seed)
+        return luaL_argerror(L, 2, "the seed must be a non-negative integer");
+    float scale = (float)luaL_optnumber(L, 3, 1.0), shift = (float)luaL_optnumber(L, 4, 0.0);
+    lc_dtype dt = (lc_dtype)ll_opt_dtype(L, 5, LC_F32);
+    ll_push_tensor(L, lc_random_weights((uint64_t)seed, scale, shift, dt, nd, shape));
     return 1;
 }
 
@@ -449,6 +467,7 @@ static int l_index(lua_State *L)
 static const luaL_Reg fns[] = {{"unet_load", l_unet_load},
                                {"unet_load_file", l_unet_load_file},
                                {"unet_random", l_unet_random},
+                               {"random_weights", l_random_weights},
                                {NULL, NULL}};
 
 void ll_open_unet(lua_State *L)

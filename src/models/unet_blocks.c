@@ -73,6 +73,56 @@ static lc_tensor *random_tensor(uint64_t *s, char kind, int ndim, const int64_t 
     return t;
 }
 
+typedef struct {
+    void *p;
+    lc_dtype dt;
+    uint64_t seed;
+    float a, b;
+} fill_dt_job;
+
+/* fill_range's values, stored straight in f32, f16 or bf16 (a full-size
+ * checkpoint is ~1e9 values: no f32 copy, no separate conversion pass) */
+static void fill_dt_range(void *ctx, int64_t b, int64_t e)
+{
+    const fill_dt_job *j = ctx;
+    const int64_t chunk = 1 << 16;
+    for (int64_t c0 = b; c0 < e; c0 += chunk) {
+        uint64_t st = j->seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(c0 / chunk + 1));
+        int64_t c1 = c0 + chunk < e ? c0 + chunk : e;
+        for (int64_t i = c0; i < c1; i++) {
+            uint64_t r = splitmix(&st);
+            float u = (float)(r & 0xFFFF) + (float)((r >> 16) & 0xFFFF) +
+                      (float)((r >> 32) & 0xFFFF) + (float)(r >> 48);
+            float v = j->a * ((u * (1.0f / 65536.0f) - 2.0f) * 1.7320508f) + j->b;
+            if (j->dt == LC_F32)
+                ((float *)j->p)[i] = v;
+            else if (j->dt == LC_F16)
+                ((uint16_t *)j->p)[i] = lc_f32_to_f16(v);
+            else
+                ((uint16_t *)j->p)[i] = lc_f32_to_bf16(v);
+        }
+    }
+}
+
+lc_tensor *lc_random_weights(uint64_t seed, float scale, float shift, lc_dtype dt, int ndim,
+                             const int64_t *shape)
+{
+    if (dt != LC_F32 && dt != LC_F16 && dt != LC_BF16) {
+        lc_err("random weights: dtype %s is not f32, f16 or bf16", lc_dtype_name(dt));
+        return NULL;
+    }
+    lc_tensor *t = lc_tensor_new(dt, ndim, shape);
+    if (!t)
+        return NULL;
+    uint64_t s = seed;
+    fill_dt_job j = {lc_tensor_data(t), dt, splitmix(&s), scale, shift};
+    if (lc_parallel_for(lc_tensor_numel(t), 1 << 16, fill_dt_range, &j) != LC_OK) {
+        lc_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 lc_tensor *lc_ubuild_take(lc_ubuild *b, char kind, int ndim, const int64_t *shape,
                           const char *fmt, ...)
 {

@@ -26,6 +26,12 @@ typedef struct {
 lc_tensor *lc_ubuild_take(lc_ubuild *b, char kind, int ndim, const int64_t *shape,
                           const char *fmt, ...) LC_PRINTF(5, 6);
 
+/* scale * z + shift with z approximately standard normal (the generator of
+ * random mode), stored in dt (f32, f16, bf16); same values for any thread
+ * count. For synthetic checkpoints (tools/make_checkpoint.lua). */
+lc_tensor *lc_random_weights(uint64_t seed, float scale, float shift, lc_dtype dt, int ndim,
+                             const int64_t *shape);
+
 /* ---- modules ---- */
 
 typedef struct {
