@@ -20,6 +20,8 @@ lucid.pipeline = pipeline
 lucid.guidance = require "lucid.guidance"
 lucid.sampling = require "lucid.sampling"
 lucid.prompt = require "lucid.prompt"
+lucid.grid = require "lucid.grid"
+lucid.plot = require "lucid.plot"
 --- lucid.controlnet(path, opts) -> ControlNet (lucid/controlnet.lua)
 lucid.controlnet = require("lucid.controlnet").load
 -- print(t) / tostring(t) show shape, dtype and statistics
