@@ -118,19 +118,10 @@ return {
           nets = nets, images = images, scales = scales, start = starts, stop = stops,
           guess_mode = opts.guess_mode, scheduler = s, first = first,
         },
-        on_step = function(i, nn, t, xi)
-          bar.step(i - first + 1)
-          R.preview(pipe, opts, i - first + 1, nn - first + 1, xi)
-        end,
+        on_step = R.stepper(bar, pipe, opts, first),
       }
       bar.done()
     end
-    R.save_latents(x, opts)
-    local img = pipe.vae:decode(x)
-    local info = R.model_info(model_path)
-    info.seed = seed
-    R.save_image(img, opts.out, recipe, opts, info)
-    if not opts.quiet then io.stderr:write("wrote " .. opts.out .. " (seed " .. seed .. ")\n") end
-    return img
+    return R.finish(pipe, x, opts, recipe, model_path, seed)
   end,
 }

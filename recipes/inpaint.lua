@@ -77,19 +77,10 @@ return {
         unet = pipe.unet, scheduler = s, timesteps_set = true, first = first, latents = x,
         contexts = contexts, guidance = rule, generator = g, pad_context = R.padder(pipe),
         extra_input = extra, blend = blend,
-        on_step = function(i, nn, t, xi)
-          bar.step(i - first + 1)
-          R.preview(pipe, opts, i - first + 1, nn - first + 1, xi)
-        end,
+        on_step = R.stepper(bar, pipe, opts, first),
       }
       bar.done()
     end
-    R.save_latents(x, opts)
-    local img = pipe.vae:decode(x)
-    local info = R.model_info(model_path)
-    info.seed = seed
-    R.save_image(img, opts.out, recipe, opts, info)
-    if not opts.quiet then io.stderr:write("wrote " .. opts.out .. " (seed " .. seed .. ")\n") end
-    return img
+    return R.finish(pipe, x, opts, recipe, model_path, seed)
   end,
 }

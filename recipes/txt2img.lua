@@ -38,18 +38,9 @@ return {
     local x = sampling.run{
       unet = pipe.unet, scheduler = s, timesteps_set = true, latents = latents,
       contexts = contexts, guidance = rule, generator = g, pad_context = R.padder(pipe),
-      on_step = function(i, n, t, xi)
-        bar.step(i)
-        R.preview(pipe, opts, i, n, xi)
-      end,
+      on_step = R.stepper(bar, pipe, opts),
     }
     bar.done()
-    R.save_latents(x, opts)
-    local img = pipe.vae:decode(x)
-    local info = R.model_info(model_path)
-    info.seed = seed
-    R.save_image(img, opts.out, recipe, opts, info)
-    if not opts.quiet then io.stderr:write("wrote " .. opts.out .. " (seed " .. seed .. ")\n") end
-    return img
+    return R.finish(pipe, x, opts, recipe, model_path, seed)
   end,
 }

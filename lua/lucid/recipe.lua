@@ -140,6 +140,28 @@ function M.preview(pipe, opts, i, n, x)
   lucid.image.save(pipe.taesd:decode(x), opts.out .. ".preview.png")
 end
 
+--- on_step for sampling.run: advances the progress bar and writes
+-- previews, counting from step `first` (img2img starts mid-schedule).
+function M.stepper(bar, pipe, opts, first)
+  first = first or 1
+  return function(i, n, t, x)
+    bar.step(i - first + 1)
+    M.preview(pipe, opts, i - first + 1, n - first + 1, x)
+  end
+end
+
+--- The common end of an image recipe: --latents-out, VAE decode, the PNG
+-- with provenance and the "wrote" line. Returns the image.
+function M.finish(pipe, x, opts, recipe, model_path, seed)
+  M.save_latents(x, opts)
+  local img = pipe.vae:decode(x)
+  local info = M.model_info(model_path)
+  info.seed = seed
+  M.save_image(img, opts.out, recipe, opts, info)
+  if not opts.quiet then io.stderr:write("wrote " .. opts.out .. " (seed " .. seed .. ")\n") end
+  return img
+end
+
 --- Loads an image as [1,3,H,W] in [0,1], resized (bilinear) to w x h when
 -- given and different. `what` names the option in errors.
 function M.load_image(path, what, w, h)
