@@ -182,5 +182,52 @@ run "txt2img: identical pixels from both layouts (and not a flat image)" \
     "$LUCID_BIN" run "$tmp/pixels.lua" "$tmp/a.png" "$tmp/b.png"
 rm -rf "$tmp/sd15"
 
+# ---- SD 2.1 (768-v): OpenCLIP text tower, linear projections ----
+run "make_checkpoint sd21 (single file)" \
+    "$LUCID_BIN" run "$tool" --arch sd21 --layout single --seed 2 --out "$tmp/sd21.safetensors" --quiet
+cat >"$tmp/sd21.lua" <<'LUA'
+local lucid = require "lucid"
+local path = ...
+local f = lucid.safetensors.open(path)
+local n, open = 0, 0
+for _, k in ipairs(f:keys()) do
+  n = n + 1
+  if k:match("^cond_stage_model%.model%.") then open = open + 1
+  elseif not (k:match("^model%.diffusion_model%.") or k:match("^first_stage_model%.")) then
+    error("unexpected key " .. k)
+  end
+end
+-- 686 UNet + 248 VAE + 294 OpenCLIP (24 resblocks of 12, embeddings,
+-- ln_final, text_projection, logit_scale)
+assert(n == 1228 and open == 294, ("1228 tensors (294 OpenCLIP) expected, found %d (%d)"):format(n, open))
+assert(f:has("cond_stage_model.model.transformer.resblocks.23.attn.in_proj_weight"))
+assert(f:has("model.diffusion_model.input_blocks.1.1.proj_in.weight"))
+f:close()
+local pipe = lucid.load(path) -- no config: all of it inferred
+local u, te, s = pipe.unet.config, pipe.text_encoder:config(), pipe.scheduler_config
+local function list(t) return table.concat(t, ",") end
+assert(u.cross_attention_dim == 1024 and u.use_linear_projection == true,
+       "UNet: 1024 context, linear projections")
+-- SD 2.x: head dim 64, so 5, 10, 20, 20 heads
+assert(list(u.num_attention_heads) == "5,10,20,20", "UNet heads " .. list(u.num_attention_heads))
+assert(te.hidden_size == 1024 and te.num_attention_heads == 16 and te.intermediate_size == 4096 and
+       te.hidden_act == "gelu" and te.num_hidden_layers == 23,
+       "text encoder: OpenCLIP ViT-H text tower without its last layer")
+assert(s.prediction_type == "v_prediction", "v-prediction")
+local ids = pipe.tokenizer:encode("a red cube"):totable()[1]
+assert(ids[1] == 49406 and ids[5] == 49407 and ids[6] == 0 and ids[77] == 0,
+       "OpenCLIP padding: BOS a red cube EOS then zeros")
+local h = pipe.text_encoder:forward(pipe.tokenizer:encode("a red cube"))
+assert(list(h:shape()) == "1,77,1024", "hidden shape")
+local x = lucid.randn({1, 4, 8, 8}, 5)
+local eps = pipe.unet:forward(x, 500, h)
+local sd = eps:std():item()
+assert(list(eps:shape()) == "1,4,8,8" and sd == sd and sd > 1e-3, "UNet output: finite, not flat")
+print("sd21 ok")
+LUA
+run "sd21 single file: key set, inferred config (head dim 64, OpenCLIP, v-prediction), forward" \
+    "$LUCID_BIN" run "$tmp/sd21.lua" "$tmp/sd21.safetensors"
+rm -f "$tmp/sd21.safetensors"
+
 echo "# $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
