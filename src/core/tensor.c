@@ -215,7 +215,8 @@ void lc_mapping_release(lc_mapping *m)
  * of at least BIG_MIN bytes are therefore mapped directly, 2 MB-aligned
  * with MADV_HUGEPAGE (one fault per 2 MB), and kept in a small cache when
  * freed, to be handed out again for a request of about the same size. The
- * cache holds at most LUCID_TENSOR_CACHE_MB (default 512) MB. */
+ * cache holds at most LUCID_TENSOR_CACHE_MB (default 512) MB, and a request
+ * it cannot serve first unmaps as much of it as it maps. */
 #define BIG_MIN ((size_t)1 << 20)
 #define HUGE_SZ ((size_t)2 << 20)
 #define BIG_HDR 64 /* keeps data 64-byte aligned; holds the mapping size */
@@ -275,13 +276,33 @@ static void *big_alloc(size_t nbytes)
         if (c >= need && c - need <= need / 4 && (best < 0 || c < big_cache[best].cap))
             best = i;
     }
+    void *drop[CACHE_SLOTS];
+    size_t dropcap[CACHE_SLOTS];
+    int ndrop = 0;
     if (best >= 0) {
         base = big_cache[best].base;
         cap = big_cache[best].cap;
         big_cached -= cap;
         big_cache[best] = big_cache[--big_n];
+    } else {
+        /* a miss maps fresh memory: give back at least as much of the
+         * cache (oldest first), so the footprint follows the live set
+         * rather than live + cache */
+        size_t freed = 0;
+        while (big_n > 0 && freed < need) {
+            int old = 0;
+            for (int i = 1; i < big_n; i++)
+                if (big_cache[i].age < big_cache[old].age)
+                    old = i;
+            drop[ndrop] = big_cache[old].base, dropcap[ndrop++] = big_cache[old].cap;
+            freed += big_cache[old].cap;
+            big_cached -= big_cache[old].cap;
+            big_cache[old] = big_cache[--big_n];
+        }
     }
     pthread_mutex_unlock(&big_lock);
+    for (int i = 0; i < ndrop; i++)
+        munmap(drop[i], dropcap[i]);
     if (!base && !(base = big_map(cap)))
         return NULL;
     *(size_t *)base = cap;
