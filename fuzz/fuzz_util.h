@@ -23,7 +23,7 @@
 
 /* The input written to one temporary file per process (suffix: the
  * extension some parsers look at); returns its path. */
-static const char *fuzz_file(const uint8_t *data, size_t size, const char *suffix)
+static inline const char *fuzz_file(const uint8_t *data, size_t size, const char *suffix)
 {
     static char path[256];
     if (!path[0]) {
@@ -46,7 +46,7 @@ static const char *fuzz_file(const uint8_t *data, size_t size, const char *suffi
 
 /* A Lua state whose package.path finds the source tree's lua/ and whose
  * registry holds the function `src` returns (the code under test). */
-static lua_State *fuzz_lua(const char *src)
+static inline lua_State *fuzz_lua(const char *src)
 {
     lua_State *L = luaL_newstate();
     if (!L)
@@ -82,7 +82,7 @@ static lua_State *fuzz_lua(const char *src)
 
 /* Calls the function under test with the input as a string. Lua errors
  * are the expected answer to bad input; only crashes are findings. */
-static void fuzz_lua_call(lua_State *L, const uint8_t *data, size_t size)
+static inline void fuzz_lua_call(lua_State *L, const uint8_t *data, size_t size)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "lucid.fuzz.fn");
     lua_pushlstring(L, (const char *)data, size);

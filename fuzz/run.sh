@@ -19,7 +19,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 mkdir -p "$build" && cd "$build" || exit 1
 if [ ! -f Makefile ]; then
     echo "make fuzz: configuring $build with $cc"
-    "$src/configure" -q CC="$cc" CFLAGS="-O1 -g -fno-omit-frame-pointer $san -fsanitize=fuzzer-no-link" \
+    "$src/configure" -q CC="$cc" CFLAGS="-O1 -g -fno-omit-frame-pointer -Wno-unknown-warning-option $san -fsanitize=fuzzer-no-link" \
         LDFLAGS="-fsanitize=address,undefined" || exit 1
 fi
 ${MAKE:-make} -j2 fuzz-programs FUZZ_TARGETS="$targets" || exit 1

@@ -85,8 +85,17 @@ function VAE.new(c)
 end
 local new_vae = VAE.new
 
+-- a wrong argument is named here, not as arithmetic on a nil deep inside
+local function need_tensor(v, what)
+  if not core.is_tensor(v) then
+    local kind = type(v) == "userdata" and "a freed tensor or other userdata" or type(v)
+    error(what .. " must be a tensor, got " .. kind, 0)
+  end
+end
+
 --- image [N,3,H,W] in [0,1] -> mean, logvar (unscaled latents)
 VAE.encode_moments = guarded(function(self, image)
+  need_tensor(image, "vae encode: image")
   return self.c:encode_moments(image * 2 - 1)
 end)
 
@@ -95,6 +104,7 @@ end)
 -- instead, mean + exp(logvar / 2) * generator:randn(shape), as diffusers'
 -- latent_dist.sample(generator) (img2img pipelines use it).
 VAE.encode = guarded(function(self, image, opts)
+  need_tensor(image, "vae encode: image")
   local mean, logvar = self.c:encode_moments(image * 2 - 1)
   local z = mean
   if opts and opts.generator then
@@ -109,6 +119,7 @@ end)
 -- vae.decode. opts.tile / opts.overlap (latent pixels) decode in blended
 -- tiles; latents larger than 128x128 are tiled by default (tile 64).
 local function decode_raw(self, z, opts)
+  need_tensor(z, "vae decode: latent")
   local s = z:shape()
   if not opts and #s == 4 and (s[3] > 128 or s[4] > 128) then opts = {tiled = true} end
   return self.c:decode_raw(z, opts)
@@ -117,6 +128,7 @@ VAE.decode_raw = guarded(decode_raw)
 
 --- scaled latent -> image [N,3,H,W] in [0,1]
 VAE.decode = guarded(function(self, latent, opts)
+  need_tensor(latent, "vae decode: latent")
   local z = latent / self.scaling_factor
   if self.shift_factor ~= 0 then z = z + self.shift_factor end
   local x = decode_raw(self, z, opts)

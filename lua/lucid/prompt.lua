@@ -115,8 +115,12 @@ end
 -- falls back to the plain prompt when lark fails.
 ---------------------------------------------------------------------------
 
-local function parse_seq(s, p, stops)
+-- `memo` keeps, per position, what a "[" or "(" there parsed to: both
+-- parse the same way whatever encloses them, and without it a run of
+-- unclosed brackets is re-parsed exponentially often ("[[[[...").
+local function parse_seq(s, p, stops, memo)
   -- returns node list, next position; stops at an unmatched stop char
+  memo = memo or {bracket = {}, paren = {}}
   local nodes = {}
   local buf = {}
   local function flush()
@@ -131,7 +135,13 @@ local function parse_seq(s, p, stops)
       break
     elseif c == "[" then
       flush()
-      local node, np = M._parse_bracket(s, p)
+      local m = memo.bracket[p]
+      if m == nil then
+        local node, np = M._parse_bracket(s, p, memo)
+        m = node and {node, np} or false
+        memo.bracket[p] = m
+      end
+      local node, np = m and m[1], m and m[2]
       if node then
         nodes[#nodes + 1] = node
         p = np
@@ -142,7 +152,12 @@ local function parse_seq(s, p, stops)
     elseif c == "(" then
       -- emphasis groups are kept as text but parsed for nested editing
       flush()
-      local inner, np = parse_seq(s, p + 1, {[")"] = true})
+      local m = memo.paren[p]
+      if m == nil then
+        m = {parse_seq(s, p + 1, {[")"] = true}, memo)}
+        memo.paren[p] = m
+      end
+      local inner, np = m[1], m[2]
       if s:sub(np, np) == ")" then
         nodes[#nodes + 1] = {kind = "group", open = "(", close = ")", body = inner}
         p = np + 1
@@ -160,11 +175,11 @@ local function parse_seq(s, p, stops)
 end
 
 -- "[...]" at p: scheduled, alternate, or plain emphasis [x]
-function M._parse_bracket(s, p)
+function M._parse_bracket(s, p, memo)
   local parts, seps = {}, {}
   local q = p + 1
   while true do
-    local body, np = parse_seq(s, q, {[":"] = true, ["|"] = true, ["]"] = true})
+    local body, np = parse_seq(s, q, {[":"] = true, ["|"] = true, ["]"] = true}, memo)
     parts[#parts + 1] = body
     local c = s:sub(np, np)
     if c == "]" then q = np + 1; break end

@@ -102,6 +102,16 @@ static int l_decode(lua_State *L)
         size_t off = where && where >= s && where <= s + len ? (size_t)(where - s) : 0;
         return luaL_error(L, "json: parse error at byte %d", (int)off);
     }
+    /* cJSON stops after the first value; "{}x" or two documents glued
+     * together are not JSON and usually mean a damaged file */
+    while (end && end < s + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (end && end < s + len) {
+        size_t off = (size_t)(end - s);
+        cJSON_Delete(j);
+        return luaL_error(L, "json: parse error at byte %d (unexpected text after the JSON value)",
+                          (int)off);
+    }
     /* a too-deep document is refused before building anything, so
      * push_json cannot raise with the tree still allocated */
     if (json_depth(j) > LL_JSON_MAXDEPTH) {

@@ -287,6 +287,8 @@ static int l_forward(lua_State *L)
                 return luaL_error(L, "unet:forward: mid_residual should be a tensor");
         }
         /* both values stay on the stack (anchored) during the forward */
+    } else if (!lua_isnoneornil(L, 5)) {
+        return luaL_argerror(L, 5, "opts: expected a table (down_residuals, mid_residual)");
     }
     lc_tensor *t = check_timesteps(L, 3);
     if (!t)

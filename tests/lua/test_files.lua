@@ -177,6 +177,13 @@ T.case("audio errors", function()
   T.truthy(not exists(base .. "-o.wav") and not exists(base .. "-o.mp3"))
 end)
 
+T.case("json: one value, nothing after it", function()
+  T.eq(lucid.json.decode(' {"a": [1, 2]} \n').a[2], 2)
+  T.raises(function() lucid.json.decode('{"a": 1}x') end, "unexpected text after the JSON value")
+  T.raises(function() lucid.json.decode('{}{}') end, "parse error at byte 2")
+  T.raises(function() lucid.json.decode('{"a": ') end, "parse error")
+end)
+
 for _, p in ipairs(made) do os.remove(p) end
 os.remove(base)
 T.done()

@@ -325,6 +325,14 @@ T.case("pipe:free releases the components", function()
   T.raises(function() p.vae:decode(G["vae/decode_in"]) end, "freed")
 end)
 
+T.case("vae: a wrong argument is named", function()
+  local p = lucid.load(DIR, {unet = false})
+  T.raises(function() p.vae:decode(nil) end, "vae decode: latent must be a tensor, got nil")
+  T.raises(function() p.vae:encode("img.png") end, "vae encode: image must be a tensor, got string")
+  T.raises(function() p.vae:decode_raw({}) end, "vae decode: latent must be a tensor, got table")
+  p:free()
+end)
+
 T.case("TAESD round trip on a photo: PSNR > 20 dB", function()
   local im = lucid.image.load(T.data("test_images/astronaut.png")) -- [1,3,512,512]
   local x = im:view({1, 3, 256, 2, 256, 2}):mean(6):mean(4) -- 2x2 box downscale

@@ -52,6 +52,17 @@ T.case("prompt editing schedules", function()
   T.eq(P.schedule_index(s, 3), 1); T.eq(P.schedule_index(s, 4), 2)
 end)
 
+T.case("unclosed brackets stay text, in linear time", function()
+  -- each "[" or "(" parses once per position (the fuzzer found the
+  -- exponential re-parse: tests/data/fuzz/prompt)
+  local text = "a " .. string.rep("[", 60) .. "cat:dog:0.5" .. string.rep("(", 60)
+  local s = P.schedule(text, 10)
+  T.eq(#s, 1); T.eq(s[1][2], text)
+  s = P.schedule(string.rep("[", 40) .. "[cat:dog:0.5]", 10)
+  T.eq(#s, 2)
+  T.eq(s[1][2], string.rep("[", 40) .. "cat"); T.eq(s[2][2], string.rep("[", 40) .. "dog")
+end)
+
 T.case("--negative-start fractions match [:neg:f]", function()
   local g = require "lucid.guidance"
   -- [:neg:0.3] with 10 steps: the empty prompt through 0-based step 3

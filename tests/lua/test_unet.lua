@@ -132,6 +132,7 @@ T.case("hook errors", function()
   T.raises(function() unet:forward(x, t, ctx) end, "expected a tensor or nil")
   h2:remove()
   h2:remove() -- twice is harmless
+  T.raises(function() unet:forward(x, t, ctx, 7) end, "opts: expected a table")
   T.eq(T.maxdiff(unet:forward(x, t, ctx), base), 0)
 end)
 
