@@ -237,5 +237,24 @@ else
     echo "# lucid.image.load not available yet: demo tests skipped"
 fi
 
+# bench/compare.lua: a figure in both runs gets its speed-up, times and
+# rates the right way round; figures in one run only are left out
+cat >"$tmp/old.jsonl" <<'EOF2'
+not json: the human table
+{"bench":"sd15","size":512,"threads":2,"component":"unet_cfg_step","seconds":8.0,"gflops":200.0}
+{"bench":"sgemm","shape":"sq","impl":"lucid","threads":1,"gflops":100.0}
+{"bench":"sd15","size":256,"threads":2,"component":"vae_decode","seconds":3.0}
+EOF2
+cat >"$tmp/new.jsonl" <<'EOF2'
+{"bench":"sd15","size":512,"threads":2,"component":"unet_cfg_step","seconds":4.0,"gflops":400.0}
+{"bench":"sgemm","shape":"sq","impl":"lucid","threads":1,"gflops":150.0}
+EOF2
+run "bench compare" 0 "$LUCID_BIN" run "$LUCID_SRCDIR/bench/compare.lua" "$tmp/old.jsonl" "$tmp/new.jsonl"
+has "bench compare: time halved is 2x" "$out" "sd15 512 unet_cfg_step 2                                  8.000      4.000    2.00x  s"
+has "bench compare: rate 100 -> 150 is 1.5x" "$out" "1.50x  GFLOP/s"
+printf '%s' "$out" | grep -q vae_decode && not_ok "bench compare: a figure of one run only is shown" \
+    || ok "bench compare: figures of one run only left out"
+run "bench compare: usage" 2 "$LUCID_BIN" run "$LUCID_SRCDIR/bench/compare.lua" "$tmp/old.jsonl"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
