@@ -37,6 +37,7 @@ static struct {
     int ready;
     lk_arch arch;
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
+    float (*softmax_exp)(float *s, int64_t n);
 } table;
 
 static lk_arch cpu_best(void)
@@ -68,11 +69,15 @@ lk_arch lk_set_arch(lk_arch want)
         want = best;
     table.arch = want;
     table.gemm = NULL;
+    table.softmax_exp = lk_softmax_exp_ref;
 #if defined(LUCID_X86)
-    if (want == LK_ARCH_AVX512)
+    if (want == LK_ARCH_AVX512) {
         table.gemm = &lk_gemm_ukr_avx512;
-    else if (want == LK_ARCH_AVX2)
+        table.softmax_exp = lk_softmax_exp_avx512;
+    } else if (want == LK_ARCH_AVX2) {
         table.gemm = &lk_gemm_ukr_avx2;
+        table.softmax_exp = lk_softmax_exp_avx2;
+    }
 #endif
     table.ready = 1;
     return want;
@@ -197,6 +202,19 @@ void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t
         return;
     }
     lk_sgemm_ref(transa, 0, m, p->n, p->k, alpha, a, lda, p->data, p->n, beta, c, ldc);
+}
+
+float lk_softmax_exp(float *s, int64_t n)
+{
+    if (!table.ready)
+        lk_init();
+    return table.softmax_exp(s, n);
+}
+
+const char *lk_softmax_name(void)
+{
+    lk_init();
+    return table.softmax_exp == lk_softmax_exp_ref ? "ref" : lk_arch_name(table.arch);
 }
 
 /* The reference has no panels: fn writes column chunks as one panel each

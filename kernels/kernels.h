@@ -47,6 +47,18 @@ typedef void (*lk_pack_b_fn)(void *ctx, int64_t j0, int64_t ncols, int nr, float
 void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                   int64_t lda, lk_pack_b_fn fn, void *ctx, float beta, float *c, int64_t ldc);
 
+/* One row of attention scores through an unnormalised softmax, in place:
+ * s[j] = exp(s[j] - max(s)), returning the sum of the new s[j] (the
+ * caller divides, e.g. the P V product's rows rather than P). exp is within
+ * ~2 ulp; anything below max + LK_EXP_LO gives an exact 0 (masked keys).
+ * A row with no finite or +inf entry (all -inf: every key masked) becomes
+ * zeros and returns 0; NaN propagates. The sum is taken in a fixed order:
+ * the same bits for the same row on every run of a level. */
+#define LK_EXP_LO (-87.0f) /* exp below this is under FLT_MIN */
+float lk_softmax_exp(float *s, int64_t n);
+/* The level's name for it, e.g. "avx512". */
+const char *lk_softmax_name(void);
+
 /* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
 const char *lk_sgemm_name(void);
 

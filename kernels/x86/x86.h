@@ -3,9 +3,14 @@
 #ifndef LK_X86_H
 #define LK_X86_H
 
+#include <stdint.h>
+
 #include "../gemm_blocked.h"
 
 extern const lk_gemm_ukr lk_gemm_ukr_avx512;
 extern const lk_gemm_ukr lk_gemm_ukr_avx2;
+
+float lk_softmax_exp_avx512(float *s, int64_t n);
+float lk_softmax_exp_avx2(float *s, int64_t n);
 
 #endif

@@ -13,7 +13,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "core/pool.h"
 #include "kernels.h"
@@ -45,101 +44,24 @@ typedef struct {
 } sdpa_job;
 
 /* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
- * per head), so it runs on 4-wide GCC vectors (SSE on any x86-64, NEON on
- * arm64) with a Cephes-style expf (about 1 ulp on the range used): no libm
- * call per score, plain C whatever the ISA flags. Rows are padded with -inf
- * to whole vectors; the lane sums are combined in a fixed order. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
+ * per head): lk_softmax_exp, SIMD per level, leaves P unnormalised and
+ * returns each row's sum; the P V rows are divided afterwards (Dv values a
+ * row instead of Lk). */
 
-/* below this exp is under FLT_MIN: give an exact 0 (masked keys) */
-#define EXP_LO (-87.0f)
-
-static inline v4f blend(v4i m, v4f a, v4f b)
+/* out rows [m, Dv] (stride ld) times 1 / sum[r]; an all-masked row (sum 0)
+ * is already zeros */
+static void scale_rows(float *o, int64_t ld, int64_t m, int64_t dv, const float *sum)
 {
-    return (v4f)(((v4i)a & m) | ((v4i)b & ~m));
-}
-
-static inline v4f exp4(v4f x)
-{
-    const v4f lo = {EXP_LO, EXP_LO, EXP_LO, EXP_LO};
-    v4i keep = x >= lo;
-    x = blend(keep, x, lo);
-    /* x = n ln2 + r, n rounded to nearest by the 1.5 * 2^23 trick */
-    v4f t = x * 1.44269504088896341f + 12582912.0f;
-    v4f n = t - 12582912.0f;
-    v4f r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    v4f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    v4i e = ((v4i)t - 0x4B400000 + 127) << 23; /* 2^n, n in [-126, 0] */
-    return (v4f)((v4i)(p * (v4f)e) & keep);
-}
-
-static inline v4f load4(const float *s, int64_t left)
-{
-    v4f v;
-    if (left >= 4) {
-        memcpy(&v, s, sizeof v);
-    } else {
-        for (int i = 0; i < 4; i++)
-            v[i] = i < left ? s[i] : -INFINITY;
+    for (int64_t r = 0; r < m; r++) {
+        float inv = sum[r] > 0.f ? 1.f / sum[r] : 0.f;
+        float *row = o + r * ld;
+        for (int64_t d = 0; d < dv; d++)
+            row[d] *= inv;
     }
-    return v;
-}
-
-static inline void store4(float *s, v4f v, int64_t left)
-{
-    if (left >= 4)
-        memcpy(s, &v, sizeof v);
-    else
-        for (int i = 0; i < left; i++)
-            s[i] = v[i];
-}
-
-static void softmax_row(float *s, int64_t n)
-{
-    v4f mx = load4(s, n);
-    for (int64_t j = 4; j < n; j += 4) {
-        v4f v = load4(s + j, n - j);
-        mx = blend(v > mx, v, mx);
-    }
-    float m = mx[0] > mx[1] ? mx[0] : mx[1];
-    m = mx[2] > m ? mx[2] : m;
-    m = mx[3] > m ? mx[3] : m;
-    if (m == -INFINITY || n == 0) {
-        /* every key masked: attend to nothing */
-        for (int64_t j = 0; j < n; j++)
-            s[j] = 0.f;
-        return;
-    }
-    /* two accumulators: shorter dependency chains, same order every run */
-    v4f acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        v4f e0 = exp4(load4(s + j, 4) - m), e1 = exp4(load4(s + j + 4, 4) - m);
-        acc0 += e0;
-        acc1 += e1;
-        store4(s + j, e0, 4);
-        store4(s + j + 4, e1, 4);
-    }
-    for (; j < n; j += 4) {
-        v4f e = exp4(load4(s + j, n - j) - m);
-        acc0 += e;
-        store4(s + j, e, n - j);
-    }
-    v4f acc = acc0 + acc1;
-    float r = 1.f / ((acc[0] + acc[1]) + (acc[2] + acc[3]));
-    for (j = 0; j < n; j += 4)
-        store4(s + j, load4(s + j, n - j) * r, n - j);
 }
 
 static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
-                       int64_t nk);
+                       int64_t nk, float *sum);
 
 /* Without a causal mask every query block of a head multiplies by the same
  * K^T and V: a task takes a group of GB blocks of one head and packs both
@@ -152,7 +74,7 @@ static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
 {
     sdpa_job *j = ctx;
     int ti = lc_pool_thread_index();
-    float *S = j->scratch + (int64_t)ti * QB * j->Lk;
+    float *S = j->scratch + (int64_t)ti * QB * j->Lk, sum[QB];
     for (int64_t t = t0; t < t1; t++) {
         int64_t bh = t / j->ngrp, grp = t % j->ngrp;
         int64_t b = bh / j->H, h = bh % j->H;
@@ -175,15 +97,17 @@ static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
             const float *q = j->q.p + b * j->q.sb + h * j->q.sh + i0 * j->q.sl;
             float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
             lk_sgemm_packed(0, m, j->scale, q, j->q.sl, kp, 0.f, S, j->Lk);
-            block_rows(j, S, b, h, i0, m, j->Lk);
+            block_rows(j, S, b, h, i0, m, j->Lk, sum);
             lk_sgemm_packed(0, m, 1.f, S, j->Lk, vp, 0.f, o, j->ol);
+            scale_rows(o, j->ol, m, j->Dv, sum);
         }
     }
 }
 
-/* mask, causal cut and softmax of a block's score rows */
+/* mask, causal cut and unnormalised softmax of a block's score rows; the
+ * row sums go to sum[0:m] */
 static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
-                       int64_t nk)
+                       int64_t nk, float *sum)
 {
     for (int64_t r = 0; r < m; r++) {
         float *s = S + r * nk;
@@ -202,7 +126,7 @@ static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_
         if (j->causal)
             for (int64_t c = i + 1; c < nk; c++)
                 s[c] = -INFINITY;
-        softmax_row(s, nk);
+        sum[r] = lk_softmax_exp(s, nk);
     }
 }
 
@@ -210,6 +134,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
 {
     const sdpa_job *j = ctx;
     float *S = j->scratch + (int64_t)lc_pool_thread_index() * QB * (j->Lk > 0 ? j->Lk : 1);
+    float sum[QB];
     for (int64_t t = t0; t < t1; t++) {
         int64_t bh = t / j->nblk, blk = t % j->nblk;
         int64_t b = bh / j->H, h = bh % j->H;
@@ -223,9 +148,10 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
         float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
         if (nk > 0)
             lk_sgemm(0, 1, m, nk, j->D, j->scale, q, j->q.sl, k, j->k.sl, 0.f, S, nk);
-        block_rows(j, S, b, h, i0, m, nk);
+        block_rows(j, S, b, h, i0, m, nk, sum);
         if (nk > 0) {
             lk_sgemm(0, 0, m, j->Dv, nk, 1.f, S, nk, v, j->v.sl, 0.f, o, j->ol);
+            scale_rows(o, j->ol, m, j->Dv, sum);
         } else {
             for (int64_t r = 0; r < m; r++)
                 for (int64_t d = 0; d < j->Dv; d++)

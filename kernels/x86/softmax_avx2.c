@@ -1,0 +1,104 @@
+/* AVX2 + FMA row softmax (unnormalised), lk_softmax_exp's contract, for x86
+ * machines without AVX-512: the reference's expf on 8 lanes with FMA, four
+ * vectors per iteration, the tail through a -inf padded copy (no access
+ * past n). The partial sums are combined in a fixed order. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../kernels.h"
+#include "x86.h"
+
+/* exp(x - m) */
+static inline __attribute__((always_inline)) __m256 exp8(__m256 x, __m256 m)
+{
+    const __m256 lo = _mm256_set1_ps(LK_EXP_LO), magic = _mm256_set1_ps(12582912.0f);
+    x = _mm256_sub_ps(x, m);
+    /* all ones where x < lo (ordered: NaN is not under and stays NaN) */
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(lo, x); /* second operand on NaN: keeps it */
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    __m256 n = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_fmadd_ps(r, _mm256_set1_ps(1.9875691500e-4f),
+                               _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    /* 2^n, n in [-126, 0]: the exponent field built from t's low bits */
+    __m256i e = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+float lk_softmax_exp_avx2(float *s, int64_t n)
+{
+    if (n <= 0)
+        return 0.f;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    float tail[8];
+    int64_t nt = n % 8, nb = n - nt; /* whole vectors, then a padded copy */
+    for (int i = 0; i < 8; i++)
+        tail[i] = i < nt ? s[nb + i] : -INFINITY;
+    /* max: NaN never wins (MAXPS returns the second operand on NaN) */
+    __m256 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    int64_t j = 0;
+    for (; j + 32 <= nb; j += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(s + j), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(s + j + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(s + j + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(s + j + 24), m3);
+    }
+    for (; j < nb; j += 8)
+        m0 = _mm256_max_ps(_mm256_loadu_ps(s + j), m0);
+    m0 = _mm256_max_ps(_mm256_loadu_ps(tail), m0);
+    __m256 mv = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float mx = _mm_cvtss_f32(h);
+    if (mx == -INFINITY) {
+        /* every key masked (or NaN): attend to nothing */
+        for (j = 0; j < n; j++)
+            s[j] = isnan(s[j]) ? s[j] : 0.f;
+        return 0.f;
+    }
+    __m256 m = _mm256_set1_ps(mx);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (j = 0; j + 32 <= nb; j += 32) {
+        __m256 e0 = exp8(_mm256_loadu_ps(s + j), m);
+        __m256 e1 = exp8(_mm256_loadu_ps(s + j + 8), m);
+        __m256 e2 = exp8(_mm256_loadu_ps(s + j + 16), m);
+        __m256 e3 = exp8(_mm256_loadu_ps(s + j + 24), m);
+        a0 = _mm256_add_ps(a0, e0);
+        a1 = _mm256_add_ps(a1, e1);
+        a2 = _mm256_add_ps(a2, e2);
+        a3 = _mm256_add_ps(a3, e3);
+        _mm256_storeu_ps(s + j, e0);
+        _mm256_storeu_ps(s + j + 8, e1);
+        _mm256_storeu_ps(s + j + 16, e2);
+        _mm256_storeu_ps(s + j + 24, e3);
+    }
+    for (; j < nb; j += 8) {
+        __m256 e = exp8(_mm256_loadu_ps(s + j), m);
+        a0 = _mm256_add_ps(a0, e);
+        _mm256_storeu_ps(s + j, e);
+    }
+    if (nt) {
+        /* the padding is -inf: its exp is an exact 0 */
+        __m256 e = exp8(_mm256_loadu_ps(tail), m);
+        a0 = _mm256_add_ps(a0, e);
+        _mm256_storeu_ps(tail, e);
+        memcpy(s + nb, tail, (size_t)nt * sizeof(float));
+    }
+    __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
