@@ -22,6 +22,7 @@ usage: lucid batch MANIFEST [--shard I/N] [--journal FILE] [--out-dir DIR]
 MANIFEST is JSON Lines, one job per line:
   {"recipe": "txt2img", "options": {"prompt": "a cat", "steps": 20}}
   {"recipe": "txt2img", "args": ["--prompt", "a dog", "--seed", "7"]}
+  {"recipe": "txt2img", "prompt": "a bird", "seed": 3}   (other fields are options)
 or a Lua file returning a list of such tables.
 
 options:
@@ -130,10 +131,26 @@ function M.read_manifest(path)
         job.err = "\"args\" must be a list of strings, got " .. type(v.args)
       else
         job.recipe, job.options, job.args = v.recipe, v.options, v.args
+        -- the flat form {"recipe": "txt2img", "prompt": ..., "seed": 3}:
+        -- other fields are options too
+        local keys = {}
         for k in pairs(v) do
-          if k ~= "recipe" and k ~= "options" and k ~= "args" then
-            job.err = "unknown job field \"" .. tostring(k) .. "\" (expected recipe, options, args)"
+          if k ~= "recipe" and k ~= "options" and k ~= "args" then keys[#keys + 1] = tostring(k) end
+        end
+        table.sort(keys)
+        if #keys > 0 then
+          local merged = {}
+          for k, x in pairs(v.options or {}) do merged[k] = x end
+          for _, k in ipairs(keys) do
+            local norm = k:gsub("-", "_")
+            for ok in pairs(merged) do
+              if type(ok) == "string" and ok:gsub("-", "_") == norm then
+                job.err = "option \"" .. k .. "\" given both as a job field and in \"options\""
+              end
+            end
+            merged[k] = v[k]
           end
+          job.options = merged
         end
       end
     end
@@ -268,6 +285,13 @@ function M.plan(job, cfg)
     argv = args.to_argv(r.specs, opts, false),
   }
   return {r = r, opts = opts, outputs = outputs, hash = core.sha256(key)}
+end
+
+--- a path spelled one way: "./a//b.png" and "a/b.png" are one file
+local function norm_path(p)
+  p = p:gsub("/+", "/"):gsub("/%./", "/")
+  while p:sub(1, 2) == "./" do p = p:sub(3) end
+  return p
 end
 
 ---------------------------------------------------------------- journal
@@ -458,12 +482,28 @@ function M.run(cfg)
   for _, job in ipairs(jobs) do
     if not shard or job.index % shard.n == shard.i then n_sel = n_sel + 1 end
   end
+  -- every job's plan, over the whole manifest so that shards agree: two
+  -- jobs writing one file would overwrite each other and never verify, so
+  -- the later one fails
+  local plans, owner = {}, {}
+  for _, job in ipairs(jobs) do
+    local plan, perr = M.plan(job, cfg)
+    for _, o in ipairs(plan and plan.outputs or {}) do
+      local first = owner[norm_path(o)]
+      if first then
+        plan, perr = nil, string.format("output %s is also job %d's output (give each job its own --out)", o, first)
+        break
+      end
+    end
+    for _, o in ipairs(plan and plan.outputs or {}) do owner[norm_path(o)] = job.index end
+    plans[job.index] = {plan = plan, err = perr}
+  end
   local interrupted = false
   for _, job in ipairs(jobs) do
     if not shard or job.index % shard.n == shard.i then
       if sys.interrupted() then interrupted = true; break end
       local where = string.format("job %d (line %d)", job.index, job.line)
-      local plan, perr = M.plan(job, cfg)
+      local plan, perr = plans[job.index].plan, plans[job.index].err
       local rec = prior[job.index]
       if not plan then
         n_fail = n_fail + 1

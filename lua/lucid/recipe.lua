@@ -35,7 +35,10 @@ function M.load(path)
         if type(p) == "table" and type(p.free) == "function" then pcall(p.free, p) end
       end
     end
-    pipes[key] = lucid.load(path)
+    -- a bad --model is the user's input: its problem, no traceback
+    local ok, p = pcall(lucid.load, path)
+    if not ok then M.fail((tostring(p):gsub("^[^:\n]*%.lua:%d+: ", ""))) end
+    pipes[key] = p
   end
   return pipes[key], path
 end

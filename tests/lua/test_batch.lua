@@ -45,17 +45,21 @@ T.case("JSON Lines manifest: jobs, comments, faulty lines kept as failed jobs", 
     '[1, 2]',
     '{"options": {}}',
     '{"recipe": "txt2img", "options": 5}',
-    '{"recipe": "txt2img", "extra": 1}',
+    '{"recipe": "txt2img", "prompt": "flat", "steps": 4, "options": {"seed": 3}}',
     '{"recipe": "txt2img", "options": {',
+    '{"recipe": "txt2img", "negative-prompt": "a", "options": {"negative_prompt": "b"}}',
   }, "\n") .. "\n")
   local jobs = assert(B.read_manifest(p))
-  T.eq(#jobs, 7)
+  T.eq(#jobs, 8)
   T.eq(jobs[1].index, 0); T.eq(jobs[1].line, 1); T.eq(jobs[1].options.steps, 2); T.eq(jobs[1].err, nil)
   T.eq(jobs[2].index, 1); T.eq(jobs[2].line, 4); T.eq(jobs[2].args[2], "3")
   T.truthy(jobs[3].err:find("must be an object", 1, true), jobs[3].err)
   T.truthy(jobs[4].err:find('missing "recipe"', 1, true), jobs[4].err)
   T.truthy(jobs[5].err:find('"options" must be an object', 1, true), jobs[5].err)
-  T.truthy(jobs[6].err:find('unknown job field "extra"', 1, true), jobs[6].err)
+  -- the flat form: fields besides recipe/options/args are options
+  T.eq(jobs[6].err, nil)
+  T.eq(jobs[6].options.prompt, "flat"); T.eq(jobs[6].options.steps, 4); T.eq(jobs[6].options.seed, 3)
+  T.truthy(jobs[8].err:find('"negative-prompt" given both as a job field and in "options"', 1, true), jobs[8].err)
   T.truthy(jobs[7].err:find("not valid JSON", 1, true), jobs[7].err)
   T.eq(jobs[7].index, 6)
   local none, err = B.read_manifest(tmp .. "/absent.jsonl")

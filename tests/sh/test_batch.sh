@@ -86,6 +86,16 @@ run "re-run: still exit 1, nothing redone" 1 "$LUCID_BIN" batch faulty.jsonl --o
 has "re-run skips the done jobs" "$err" "2 of 6 jobs done (2 already done)"
 check "re-run adds no journal lines" test "$(lines faulty.jsonl.journal)" -eq "$n"
 
+# ---- the flat job form; two jobs naming one output ----
+{
+    echo '{"recipe": "txt2img", "prompt": "a red ball", "model": "'"$model"'", "steps": 2, "width": 64, "height": 64, "seed": 5}'
+    echo '{"recipe": "txt2img", "options": {"prompt": "a red ball", "model": "'"$model"'", "steps": 2, "width": 64, "height": 64, "seed": 5, "out": "same.png"}}'
+    echo '{"recipe": "txt2img", "options": {"prompt": "a red ball", "model": "'"$model"'", "steps": 2, "width": 64, "height": 64, "seed": 6, "out": "./same.png"}}'
+} >flat.jsonl
+run "flat form and a shared output: exit 1" 1 "$LUCID_BIN" batch flat.jsonl --out-dir fl
+check "flat job equals the nested one" cmp -s fl/00000.png fl/same.png
+has "the second writer of an output fails" "$err" "job 2 (line 3) failed: output fl/./same.png is also job 1's output"
+
 # ---- reference: one uninterrupted run ----
 : >m.jsonl
 for i in 0 1 2 3 4 5; do job "thing number $i" >>m.jsonl; done
