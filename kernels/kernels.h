@@ -52,7 +52,7 @@ void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, cons
  * caller divides, e.g. the P V product's rows rather than P). exp is within
  * ~2 ulp; anything below max + LK_EXP_LO gives an exact 0 (masked keys).
  * A row with no finite or +inf entry (all -inf: every key masked) becomes
- * zeros and returns 0; NaN propagates. The sum is taken in a fixed order:
+ * zeros and returns 0; a NaN stays NaN and makes the sum NaN. The sum is taken in a fixed order:
  * the same bits for the same row on every run of a level. */
 #define LK_EXP_LO (-87.0f) /* exp below this is under FLT_MIN */
 float lk_softmax_exp(float *s, int64_t n);

@@ -76,10 +76,13 @@ float lk_softmax_exp_ref(float *s, int64_t n)
     m = mx[2] > m ? mx[2] : m;
     m = mx[3] > m ? mx[3] : m;
     if (m == -INFINITY) {
-        /* every key masked (or NaN): attend to nothing */
-        for (int64_t j = 0; j < n; j++)
+        /* every key masked: attend to nothing (a NaN stays, and is the sum) */
+        float z = 0.f;
+        for (int64_t j = 0; j < n; j++) {
+            z = isnan(s[j]) ? s[j] : z;
             s[j] = isnan(s[j]) ? s[j] : 0.f;
-        return 0.f;
+        }
+        return z;
     }
     /* two accumulators: shorter dependency chains, same order every run */
     v4f acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};

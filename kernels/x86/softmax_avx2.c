@@ -63,10 +63,13 @@ float lk_softmax_exp_avx2(float *s, int64_t n)
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     float mx = _mm_cvtss_f32(h);
     if (mx == -INFINITY) {
-        /* every key masked (or NaN): attend to nothing */
-        for (j = 0; j < n; j++)
+        /* every key masked: attend to nothing (a NaN stays, and is the sum) */
+        float z = 0.f;
+        for (j = 0; j < n; j++) {
+            z = isnan(s[j]) ? s[j] : z;
             s[j] = isnan(s[j]) ? s[j] : 0.f;
-        return 0.f;
+        }
+        return z;
     }
     __m256 m = _mm256_set1_ps(mx);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;

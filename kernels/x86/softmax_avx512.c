@@ -58,10 +58,13 @@ float lk_softmax_exp_avx512(float *s, int64_t n)
         m0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, lanes(n - j), s + j), m0);
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
     if (mx == -INFINITY) {
-        /* every key masked (or NaN): attend to nothing */
-        for (j = 0; j < n; j++)
+        /* every key masked: attend to nothing (a NaN stays, and is the sum) */
+        float z = 0.f;
+        for (j = 0; j < n; j++) {
+            z = isnan(s[j]) ? s[j] : z;
             s[j] = isnan(s[j]) ? s[j] : 0.f;
-        return 0.f;
+        }
+        return z;
     }
     __m512 m = _mm512_set1_ps(mx);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;

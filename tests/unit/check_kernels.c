@@ -1,6 +1,8 @@
 /* lk_sgemm on every SIMD level the CPU has, against a double-precision
  * product computed here, with the error bound of fp32 summation; and the
- * same bits for 1 and 2 threads. */
+ * same bits for 1 and 2 threads. lk_softmax_exp on every level against
+ * exp in double and the portable kernel: odd lengths, unaligned rows,
+ * masked keys, the exact-zero cut, NaN. */
 #include <float.h>
 #include <stdint.h>
 
@@ -342,6 +344,194 @@ START_TEST(test_sgemm_bfn)
 }
 END_TEST
 
+/* ---- lk_softmax_exp ---- */
+
+/* A row of n scores at an odd offset inside guard floats, so a write (or,
+ * through NaN results, a read used) outside [0, n) shows. */
+#define GUARD 20
+static const float guard_val = 12345.f;
+
+static float *row_new(int64_t n, int off)
+{
+    float *base = aligned_alloc(64, ((size_t)(n + 2 * GUARD) * sizeof(float) + 63) / 64 * 64);
+    ck_assert_ptr_nonnull(base);
+    for (int64_t i = 0; i < n + 2 * GUARD; i++)
+        base[i] = guard_val;
+    return base + GUARD - off;
+}
+
+static void guards_intact(const float *s, int64_t n, int off, const char *what)
+{
+    const float *base = s - (GUARD - off);
+    for (int64_t i = 0; i < GUARD - off; i++)
+        ck_assert_msg(base[i] == guard_val, "%s n=%ld: wrote before the row", what, (long)n);
+    for (int64_t i = n; i < n + GUARD + off; i++)
+        ck_assert_msg(s[i] == guard_val, "%s n=%ld: wrote past the row at %ld", what, (long)n,
+                      (long)i);
+}
+
+/* scores in [-30, 30) with some -inf (masked) and far below the max */
+static void row_fill(float *s, int64_t n, uint64_t *seed)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float u = rnd(seed);
+        s[i] = 30.f * rnd(seed);
+        if (u > 0.8f)
+            s[i] = -INFINITY;
+        else if (u < -0.9f)
+            s[i] = -1e30f;
+    }
+}
+
+/* every element against exp in double of the same float difference
+ * (3 ulp), an exact 0 below LK_EXP_LO, the sum against a double sum of the
+ * results */
+static void check_softmax_row(const float *in, const float *out, int64_t n, float sum,
+                              const char *what)
+{
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        m = in[i] > m ? in[i] : m;
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float d = in[i] - m;
+        if (d < LK_EXP_LO) {
+            ck_assert_msg(out[i] == 0.f && !signbit(out[i]),
+                          "%s n=%ld: exp(%g) = %g, expected an exact 0", what, (long)n, d, out[i]);
+        } else {
+            double want = exp((double)d);
+            ck_assert_msg(fabs(out[i] - want) <= 3.0 * FLT_EPSILON * want,
+                          "%s n=%ld [%ld]: exp(%.9g) = %.9g, expected %.9g", what, (long)n,
+                          (long)i, d, out[i], want);
+        }
+        total += out[i];
+    }
+    ck_assert_msg(fabs(sum - total) <= (double)(n + 4) * FLT_EPSILON * total,
+                  "%s n=%ld: sum %.9g, expected %.9g", what, (long)n, sum, total);
+}
+
+static const int64_t softmax_lengths[] = {1,  2,  3,  4,  5,  7,   8,   9,   15,  16,  17,
+                                          31, 33, 63, 64, 65, 77,  100, 127, 129, 255, 1000,
+                                          4096, 4109};
+
+START_TEST(test_softmax_exp_values)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    uint64_t seed = 2024;
+    for (size_t li = 0; li < sizeof softmax_lengths / sizeof *softmax_lengths; li++)
+        for (int off = 0; off < 4; off += 3) {
+            int64_t n = softmax_lengths[li];
+            float *s = row_new(n, off), *in = malloc((size_t)n * sizeof(float));
+            row_fill(s, n, &seed);
+            s[(n * 7) / 11] = 2.5f; /* a finite entry, whatever the random draw */
+            memcpy(in, s, (size_t)n * sizeof(float));
+            float sum = lk_softmax_exp(s, n);
+            check_softmax_row(in, s, n, sum, lk_softmax_name());
+            guards_intact(s, n, off, lk_softmax_name());
+            /* the same row again: the same bits */
+            float *s2 = row_new(n, off);
+            memcpy(s2, in, (size_t)n * sizeof(float));
+            float sum2 = lk_softmax_exp(s2, n);
+            ck_assert(!memcmp(&sum, &sum2, sizeof sum));
+            ck_assert(!memcmp(s, s2, (size_t)n * sizeof(float)));
+            free(s - (GUARD - off)), free(s2 - (GUARD - off)), free(in);
+        }
+}
+END_TEST
+
+/* exact cases: equal scores give exactly 1 each and a sum of n; a single
+ * finite key among masked ones gives 1 and zeros; the cut at LK_EXP_LO */
+START_TEST(test_softmax_exp_exact)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    for (size_t li = 0; li < sizeof softmax_lengths / sizeof *softmax_lengths; li++) {
+        int64_t n = softmax_lengths[li];
+        float *s = row_new(n, 1);
+        for (int64_t i = 0; i < n; i++)
+            s[i] = -3.75f;
+        float sum = lk_softmax_exp(s, n);
+        ck_assert_msg(sum == (float)n, "%s n=%ld: sum %g", lk_softmax_name(), (long)n, sum);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(s[i] == 1.f, "%s n=%ld [%ld] = %g", lk_softmax_name(), (long)n,
+                          (long)i, s[i]);
+        for (int64_t i = 0; i < n; i++)
+            s[i] = i == n - 1 ? 7.f : i % 2 ? -INFINITY : -1e30f;
+        sum = lk_softmax_exp(s, n);
+        ck_assert(sum == 1.f);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(s[i] == (i == n - 1 ? 1.f : 0.f), "%s n=%ld [%ld] = %g",
+                          lk_softmax_name(), (long)n, (long)i, s[i]);
+        guards_intact(s, n, 1, lk_softmax_name());
+        free(s - (GUARD - 1));
+    }
+    /* max 10: 10 - 97.5 is below the cut, 10 - 86.5 above it */
+    float s[5] = {10.f, -87.5f, -76.5f, -INFINITY, -FLT_MAX};
+    float sum = lk_softmax_exp(s, 5);
+    ck_assert(s[0] == 1.f && s[1] == 0.f && s[3] == 0.f && s[4] == 0.f);
+    ck_assert_msg(fabs(s[2] - exp(-86.5)) <= 3.0 * FLT_EPSILON * exp(-86.5), "%s: exp(-86.5) = %g",
+                  lk_softmax_name(), s[2]);
+    ck_assert(sum == 1.f);
+}
+END_TEST
+
+/* every key masked: zeros and a 0 sum; NaN propagates; n == 0 */
+START_TEST(test_softmax_exp_special)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    for (size_t li = 0; li < sizeof softmax_lengths / sizeof *softmax_lengths; li++) {
+        int64_t n = softmax_lengths[li];
+        float *s = row_new(n, 3);
+        for (int64_t i = 0; i < n; i++)
+            s[i] = -INFINITY;
+        ck_assert(lk_softmax_exp(s, n) == 0.f);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(s[i] == 0.f, "%s n=%ld: masked row [%ld] = %g", lk_softmax_name(),
+                          (long)n, (long)i, s[i]);
+        for (int64_t i = 0; i < n; i++)
+            s[i] = (float)(i % 5);
+        s[n / 2] = NAN;
+        float sum = lk_softmax_exp(s, n);
+        ck_assert_msg(isnan(sum) && isnan(s[n / 2]), "%s n=%ld: NaN lost (sum %g)",
+                      lk_softmax_name(), (long)n, sum);
+        guards_intact(s, n, 3, lk_softmax_name());
+        free(s - (GUARD - 3));
+    }
+    float one = guard_val;
+    ck_assert(lk_softmax_exp(&one, 0) == 0.f && one == guard_val);
+}
+END_TEST
+
+/* each SIMD level against the portable kernel on the same rows */
+START_TEST(test_softmax_exp_matches_ref)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    uint64_t seed = 7;
+    for (size_t li = 0; li < sizeof softmax_lengths / sizeof *softmax_lengths; li++) {
+        int64_t n = softmax_lengths[li];
+        float *s = row_new(n, 1), *r = row_new(n, 1);
+        row_fill(s, n, &seed);
+        s[0] = -5.f;
+        memcpy(r, s, (size_t)n * sizeof(float));
+        float sum = lk_softmax_exp(s, n), rsum = lk_softmax_exp_ref(r, n);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(fabs(s[i] - r[i]) <= 4.0 * FLT_EPSILON * r[i],
+                          "%s vs ref n=%ld [%ld]: %.9g vs %.9g", lk_softmax_name(), (long)n,
+                          (long)i, s[i], r[i]);
+        ck_assert_msg(fabs(sum - rsum) <= (double)(n + 4) * FLT_EPSILON * rsum,
+                      "%s vs ref n=%ld: sum %.9g vs %.9g", lk_softmax_name(), (long)n, sum, rsum);
+        free(s - (GUARD - 1)), free(r - (GUARD - 1));
+    }
+}
+END_TEST
+
 START_TEST(test_arch_select)
 {
     ck_assert_int_eq(lk_set_arch(LK_ARCH_REF), LK_ARCH_REF);
@@ -373,6 +563,12 @@ int main(void)
     tcase_add_loop_test(tc, test_sgemm_bfn, 0, na);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
+    TCase *ts = tcase_create("softmax");
+    tcase_add_loop_test(ts, test_softmax_exp_values, 0, na);
+    tcase_add_loop_test(ts, test_softmax_exp_exact, 0, na);
+    tcase_add_loop_test(ts, test_softmax_exp_special, 0, na);
+    tcase_add_loop_test(ts, test_softmax_exp_matches_ref, 0, na);
+    suite_add_tcase(s, ts);
     /* Not lt_run: its pool is started before Check forks each test, and a
      * forked child has no worker threads. Each test starts its own pool. */
     SRunner *sr = srunner_create(s);
