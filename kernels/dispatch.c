@@ -38,7 +38,19 @@ static struct {
     lk_arch arch;
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
     float (*softmax_exp)(float *s, int64_t n);
+    void (*sgemm_thin)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
 } table;
+
+static void sgemm_thin_generic(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                               const float *b, int64_t ldb, const float *scale, float *c,
+                               int64_t ldc)
+{
+    lk_sgemm(0, 0, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
+    for (int64_t i = 0; scale && i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] *= scale[i];
+}
 
 static lk_arch cpu_best(void)
 {
@@ -70,10 +82,12 @@ lk_arch lk_set_arch(lk_arch want)
     table.arch = want;
     table.gemm = NULL;
     table.softmax_exp = lk_softmax_exp_ref;
+    table.sgemm_thin = sgemm_thin_generic;
 #if defined(LUCID_X86)
     if (want == LK_ARCH_AVX512) {
         table.gemm = &lk_gemm_ukr_avx512;
         table.softmax_exp = lk_softmax_exp_avx512;
+        table.sgemm_thin = lk_sgemm_thin_avx512;
     } else if (want == LK_ARCH_AVX2) {
         table.gemm = &lk_gemm_ukr_avx2;
         table.softmax_exp = lk_softmax_exp_avx2;
@@ -209,6 +223,14 @@ float lk_softmax_exp(float *s, int64_t n)
     if (!table.ready)
         lk_init();
     return table.softmax_exp(s, n);
+}
+
+void lk_sgemm_thin(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                   int64_t ldb, const float *scale, float *c, int64_t ldc)
+{
+    if (!table.ready)
+        lk_init();
+    table.sgemm_thin(m, n, k, a, lda, b, ldb, scale, c, ldc);
 }
 
 const char *lk_softmax_name(void)

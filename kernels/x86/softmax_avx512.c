@@ -97,3 +97,116 @@ float lk_softmax_exp_avx512(float *s, int64_t n)
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
 }
+
+/* ---- lk_sgemm_thin: C = diag(scale) A B for a B of few columns ----
+ *
+ * Attention's P V (n = Dv = 40 .. 160): the blocked sgemm pads n to its
+ * 32-wide panels (40 -> 64) and packs P, a transposing copy as big as the
+ * product's input. Here A is read in place, B's rows are loaded as 1-4
+ * vectors (the last masked) and broadcast A elements feed 24 accumulators:
+ * n = 40 uses 40 of 48 lanes. k runs in blocks of TK so a block of B stays
+ * in L1/L2 across the row tiles; the blocks' partial sums are added into C
+ * in order, so the result is fixed for given operands. */
+#define TK 512
+
+/* rows tile: C[0:rows, 0:16*nv) (the last vector masked by `last`) for one
+ * k block. Rows past `rows` repeat the last row (in bounds, discarded). */
+static inline __attribute__((always_inline)) void
+thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t lda, int rows, const float *b,
+          int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first, const float *scale)
+{
+    __m512 acc[12][4];
+    const float *ar[12];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        ar[i] = a + (i < rows ? i : rows - 1) * lda;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 bv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            bv[v] = v == nv - 1 ? _mm512_maskz_loadu_ps(last, b + 16 * v)
+                                : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 12
+        for (int i = 0; i < mr; i++) {
+            __m512 av = _mm512_set1_ps(ar[i][p]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+        }
+        b += ldb;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        if (i >= rows)
+            break;
+        float *cp = c + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            __mmask16 mk = v == nv - 1 ? last : (__mmask16)0xFFFF;
+            __m512 r = acc[i][v];
+            if (!first)
+                r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp + 16 * v), r);
+            if (scale)
+                r = _mm512_mul_ps(r, _mm512_set1_ps(scale[i]));
+            _mm512_mask_storeu_ps(cp + 16 * v, mk, r);
+        }
+    }
+}
+
+/* rows per tile for nv vectors of columns: 24 accumulators */
+static int thin_mr(int nv)
+{
+    return nv == 4 ? 6 : nv == 3 ? 8 : 12;
+}
+
+/* one column chunk of nv vectors, all rows, one k block */
+static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t lda, const float *b,
+                       int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first,
+                       const float *scale)
+{
+    int mr = thin_mr(nv);
+    for (int64_t i0 = 0; i0 < m; i0 += mr) {
+        int rows = (int)(m - i0 < mr ? m - i0 : mr);
+        const float *ai = a + i0 * lda, *si = scale ? scale + i0 : NULL;
+        float *ci = c + i0 * ldc;
+        switch (nv) {
+        case 4: thin_tile(4, 6, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        case 3: thin_tile(3, 8, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        case 2: thin_tile(2, 12, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        default: thin_tile(1, 12, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        }
+    }
+}
+
+void lk_sgemm_thin_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * ldc + j] = 0.f;
+        return;
+    }
+    /* column chunks of at most 4 vectors, as even as possible (80 = 3 + 2
+     * vectors, 160 = 4 + 3 + 3) */
+    int64_t nvt = (n + 15) / 16, nch = (nvt + 3) / 4;
+    for (int64_t k0 = 0; k0 < k; k0 += TK) {
+        int64_t kc = k - k0 < TK ? k - k0 : TK;
+        int first = k0 == 0;
+        const float *sc = k0 + kc >= k ? scale : NULL;
+        int64_t j0 = 0;
+        for (int64_t ch = 0; ch < nch; ch++) {
+            int nv = (int)(nvt / nch + (ch < nvt % nch));
+            int64_t w = n - j0 < 16 * nv ? n - j0 : 16 * nv;
+            thin_chunk(nv, m, kc, a + k0, lda, b + k0 * ldb + j0, ldb, lanes(w - 16 * (nv - 1)),
+                       c + j0, ldc, first, sc);
+            j0 += w;
+        }
+    }
+}

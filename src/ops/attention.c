@@ -39,35 +39,31 @@ typedef struct {
     int64_t mb, mh, mq, mk;
     float *scratch; /* nthreads * QB * Lk */
     int64_t ngrp, gblk; /* query-block groups per head, blocks per group */
-    lk_sgemm_bpack **kpack, **vpack; /* per thread: K^T and V of its head */
+    lk_sgemm_bpack **kpack; /* per thread: K^T of its head */
     int pack_failed;
 } sdpa_job;
 
 /* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
  * per head): lk_softmax_exp, SIMD per level, leaves P unnormalised and
- * returns each row's sum; the P V rows are divided afterwards (Dv values a
- * row instead of Lk). */
+ * returns each row's sum; the P V rows are divided instead (Dv values a row
+ * rather than Lk), inside lk_sgemm_thin, the P V product for a few
+ * columns. */
 
-/* out rows [m, Dv] (stride ld) times 1 / sum[r]; an all-masked row (sum 0)
- * is already zeros */
-static void scale_rows(float *o, int64_t ld, int64_t m, int64_t dv, const float *sum)
+/* row sums -> their reciprocals; an all-masked row (sum 0) is zeros */
+static void invert_sums(float *sum, int64_t m)
 {
-    for (int64_t r = 0; r < m; r++) {
-        float inv = sum[r] > 0.f ? 1.f / sum[r] : 0.f;
-        float *row = o + r * ld;
-        for (int64_t d = 0; d < dv; d++)
-            row[d] *= inv;
-    }
+    for (int64_t r = 0; r < m; r++)
+        sum[r] = sum[r] > 0.f ? 1.f / sum[r] : 0.f;
 }
 
 static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
                        int64_t nk, float *sum);
 
 /* Without a causal mask every query block of a head multiplies by the same
- * K^T and V: a task takes a group of GB blocks of one head and packs both
- * once (per thread, reused across tasks), then runs the blocks on the
- * packs (Q K^T ~126 -> ~150 GFLOP/s, P V ~85 -> ~104 measured per core).
- * lk_sgemm_packed gives the bits of lk_sgemm. */
+ * K^T: a task takes a group of GB blocks of one head and packs it once (per
+ * thread, reused across tasks), then runs the blocks on the pack (Q K^T
+ * ~126 -> ~150 GFLOP/s measured per core). lk_sgemm_packed gives the bits
+ * of lk_sgemm. */
 #define GB 8
 
 static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
@@ -83,11 +79,7 @@ static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
         lk_sgemm_bpack *kp = lk_sgemm_repack_b(j->kpack[ti], 1, j->D, j->Lk, k, j->k.sl);
         if (kp)
             j->kpack[ti] = kp;
-        lk_sgemm_bpack *vp = kp ? lk_sgemm_repack_b(j->vpack[ti], 0, j->Lk, j->Dv, v, j->v.sl)
-                                : NULL;
-        if (vp)
-            j->vpack[ti] = vp;
-        if (!kp || !vp) {
+        if (!kp) {
             j->pack_failed = 1;
             return;
         }
@@ -98,8 +90,8 @@ static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
             float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
             lk_sgemm_packed(0, m, j->scale, q, j->q.sl, kp, 0.f, S, j->Lk);
             block_rows(j, S, b, h, i0, m, j->Lk, sum);
-            lk_sgemm_packed(0, m, 1.f, S, j->Lk, vp, 0.f, o, j->ol);
-            scale_rows(o, j->ol, m, j->Dv, sum);
+            invert_sums(sum, m);
+            lk_sgemm_thin(m, j->Dv, j->Lk, S, j->Lk, v, j->v.sl, sum, o, j->ol);
         }
     }
 }
@@ -150,8 +142,8 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
             lk_sgemm(0, 1, m, nk, j->D, j->scale, q, j->q.sl, k, j->k.sl, 0.f, S, nk);
         block_rows(j, S, b, h, i0, m, nk, sum);
         if (nk > 0) {
-            lk_sgemm(0, 0, m, j->Dv, nk, 1.f, S, nk, v, j->v.sl, 0.f, o, j->ol);
-            scale_rows(o, j->ol, m, j->Dv, sum);
+            invert_sums(sum, m);
+            lk_sgemm_thin(m, j->Dv, nk, S, nk, v, j->v.sl, sum, o, j->ol);
         } else {
             for (int64_t r = 0; r < m; r++)
                 for (int64_t d = 0; d < j->Dv; d++)
@@ -215,19 +207,15 @@ static int sdpa_run(sdpa_job *j, const lc_tensor *mask, const char *op)
         j->gblk = GB;
         j->ngrp = (j->nblk + GB - 1) / GB;
         j->kpack = lc_calloc((size_t)nt, sizeof *j->kpack, "attention packs");
-        j->vpack = lc_calloc((size_t)nt, sizeof *j->vpack, "attention packs");
         j->pack_failed = 0;
-        if (j->kpack && j->vpack) {
+        if (j->kpack) {
             rc = lc_parallel_for(j->B * j->H * j->ngrp, 1, sdpa_groups, j);
             if (rc == LC_OK && j->pack_failed)
                 rc = LC_ERR; /* lc_err set by the pack */
         }
         for (int i = 0; j->kpack && i < nt; i++)
             lk_sgemm_bpack_free(j->kpack[i]);
-        for (int i = 0; j->vpack && i < nt; i++)
-            lk_sgemm_bpack_free(j->vpack[i]);
         free(j->kpack);
-        free(j->vpack);
     } else if (j->scratch) {
         rc = lc_parallel_for(j->B * j->H * j->nblk, 1, sdpa_blocks, j);
     }

@@ -2,7 +2,8 @@
  * product computed here, with the error bound of fp32 summation; and the
  * same bits for 1 and 2 threads. lk_softmax_exp on every level against
  * exp in double and the portable kernel: odd lengths, unaligned rows,
- * masked keys, the exact-zero cut, NaN. */
+ * masked keys, the exact-zero cut, NaN. lk_sgemm_thin against the double
+ * product. */
 #include <float.h>
 #include <stdint.h>
 
@@ -344,6 +345,73 @@ START_TEST(test_sgemm_bfn)
 }
 END_TEST
 
+/* ---- lk_sgemm_thin ---- */
+
+/* C = diag(scale) A B against the double product (fp32 summation bound),
+ * C's padding untouched; strided operands from mat_new */
+static void check_thin(int64_t m, int64_t n, int64_t k, int with_scale, uint64_t seed)
+{
+    mat a = mat_new(m, k, &seed), b = mat_new(k, n, &seed), c = mat_new(m, n, &seed);
+    /* C is never read: NaN there; a sentinel in its padding (a NaN there
+     * could come from B's NaN padding) */
+    for (int64_t i = -1; i < m * c.ld + 16; i++)
+        c.p[i] = i >= 0 && i % c.ld < n && i / c.ld < m ? NAN : 777.f;
+    float *scale = malloc((size_t)m * sizeof(float));
+    for (int64_t i = 0; i < m; i++)
+        scale[i] = 0.25f + (float)(i % 5);
+    lk_sgemm_thin(m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c.p, c.ld);
+    double gamma = 2.0 * (double)(k + 3) * FLT_EPSILON;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                double t = (double)a.p[i * a.ld + p] * b.p[p * b.ld + j];
+                sum += t;
+                mag += fabs(t);
+            }
+            double sc = with_scale ? scale[i] : 1.0;
+            double got = c.p[i * c.ld + j], bound = gamma * sc * mag + 1e-30;
+            ck_assert_msg(fabs(got - sc * sum) <= bound,
+                          "%s thin %ldx%ldx%ld scale %d: C[%ld,%ld] = %.9g, expected %.9g",
+                          lk_sgemm_name(), (long)m, (long)n, (long)k, with_scale, (long)i,
+                          (long)j, got, sc * sum);
+        }
+    for (int64_t i = -1; i < m * c.ld + 16; i++)
+        ck_assert_msg(i >= 0 && i % c.ld < n && i / c.ld < m ? 1 : c.p[i] == 777.f,
+                      "%s thin %ldx%ldx%ld wrote C padding at %ld", lk_sgemm_name(), (long)m,
+                      (long)n, (long)k, (long)i);
+    /* the same operands again: the same bits */
+    mat c2 = mat_copy(&c);
+    lk_sgemm_thin(m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c2.p, c2.ld);
+    ck_assert(!memcmp(c.base, c2.base, (size_t)(m * c.ld + 1) * sizeof(float)));
+    free(a.base), free(b.base), free(c.base), free(c2.base), free(scale);
+}
+
+START_TEST(test_sgemm_thin)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    /* n: one vector, a part, 40 = 2.5 vectors, 80 = 3 + 2, 160 = 4 + 3 + 3,
+     * odd widths; k: one step, across k blocks; m: tails of every tile */
+    const int64_t ns[] = {1, 7, 16, 17, 40, 64, 80, 100, 160, 200};
+    const int64_t ks[] = {1, 37, 700, 1100};
+    const int64_t ms[] = {1, 5, 13, 64};
+    uint64_t seed = 31;
+    for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
+            check_thin(ms[(ni + ki) % 4], ns[ni], ks[ki], (int)((ni + ki) & 1), seed++);
+    for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+        check_thin(ms[mi], 40, 520, 1, seed++);
+    /* k == 0: zeros, C not read */
+    float c[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, a[1] = {1}, b[1] = {1};
+    lk_sgemm_thin(2, 3, 0, a, 1, b, 3, NULL, c, 3);
+    for (int i = 0; i < 6; i++)
+        ck_assert(c[i] == 0.f);
+}
+END_TEST
+
 /* ---- lk_softmax_exp ---- */
 
 /* A row of n scores at an odd offset inside guard floats, so a write (or,
@@ -568,6 +636,7 @@ int main(void)
     tcase_add_loop_test(ts, test_softmax_exp_exact, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_special, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_matches_ref, 0, na);
+    tcase_add_loop_test(ts, test_sgemm_thin, 0, na);
     suite_add_tcase(s, ts);
     /* Not lt_run: its pool is started before Check forks each test, and a
      * forked child has no worker threads. Each test starts its own pool. */
