@@ -91,6 +91,7 @@ lk_arch lk_set_arch(lk_arch want)
     } else if (want == LK_ARCH_AVX2) {
         table.gemm = &lk_gemm_ukr_avx2;
         table.softmax_exp = lk_softmax_exp_avx2;
+        table.sgemm_thin = lk_sgemm_thin_avx2;
     }
 #endif
     table.ready = 1;

@@ -61,9 +61,9 @@ const char *lk_softmax_name(void);
 
 /* C[m,n] = diag(scale) A[m,k] B[k,n], all row-major (scale NULL: none),
  * for a B of few columns: attention's P V, n = head size. Runs serially
- * (inside a pool task); the result is fixed for given operands. AVX-512
- * has its own kernel (no packing, no padding n to a panel width); the
- * other levels run lk_sgemm and scale the rows. */
+ * (inside a pool task); the result is fixed for given operands. The SIMD
+ * levels have their own kernel (no packing, no padding n to a panel
+ * width); the portable one runs lk_sgemm and scales the rows. */
 void lk_sgemm_thin(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                    int64_t ldb, const float *scale, float *c, int64_t ldc);
 
