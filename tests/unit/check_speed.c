@@ -208,6 +208,90 @@ START_TEST(attention_packed_heads)
 }
 END_TEST
 
+/* double-precision softmax(q k^T * scale + mask) v for one row of one head;
+ * keep[j] == 0 drops key j; returns 0 if every key is dropped */
+static int ref_row(const float *q, const float *k, const float *v, int64_t Lk, int64_t D,
+                   int64_t Dv, const unsigned char *keep, double *out)
+{
+    double mx = -INFINITY, sum = 0, sc = 1.0 / sqrt((double)D);
+    double *sr = malloc((size_t)Lk * sizeof(double));
+    for (int64_t j = 0; j < Lk; j++) {
+        double d = 0;
+        for (int64_t c = 0; c < D; c++)
+            d += (double)q[c] * k[j * D + c];
+        sr[j] = keep[j] ? d * sc : -INFINITY;
+        mx = sr[j] > mx ? sr[j] : mx;
+    }
+    for (int64_t c = 0; c < Dv; c++)
+        out[c] = 0;
+    if (mx == -INFINITY) {
+        free(sr);
+        return 0;
+    }
+    for (int64_t j = 0; j < Lk; j++)
+        sum += (sr[j] = exp(sr[j] - mx));
+    for (int64_t j = 0; j < Lk; j++)
+        for (int64_t c = 0; c < Dv; c++)
+            out[c] += sr[j] / sum * v[j * Dv + c];
+    free(sr);
+    return 1;
+}
+
+/* a boolean mask (broadcast over heads, some rows with every key masked)
+ * and the causal cut: against the double reference, masked rows exactly
+ * zero, the same bits on 1 and 2 threads (the packed path for the mask,
+ * the per-block one for causal) */
+START_TEST(attention_masked_causal)
+{
+    int64_t B = 2, H = 3, Lq = 200, Lk = 150, D = 40, Dv = 24;
+    lc_tensor *q = rand_f32(4, (int64_t[]){B, H, Lq, D}, 31, 4, 0);
+    lc_tensor *k = rand_f32(4, (int64_t[]){B, H, Lk, D}, 32, 4, 0);
+    lc_tensor *v = rand_f32(4, (int64_t[]){B, H, Lk, Dv}, 33, 2, 0.5f);
+    lc_tensor *mask = lc_tensor_new(LC_U8, 4, (int64_t[]){B, 1, Lq, Lk});
+    ck_assert_ptr_nonnull(mask);
+    unsigned char *mk = lc_tensor_data(mask);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < Lq; i++)
+            for (int64_t j = 0; j < Lk; j++)
+                mk[(b * Lq + i) * Lk + j] = i % 37 != 5 && (i * 7 + j * 3 + b) % 5 != 0;
+    const float *pq = lc_tensor_data(q), *pk = lc_tensor_data(k), *pv = lc_tensor_data(v);
+    unsigned char *causal = malloc((size_t)Lk);
+    double out[64];
+    for (int c = 0; c < 2; c++) {
+        lc_pool_init(1);
+        lc_tensor *o1 = c ? lc_sdpa(q, k, v, NULL, 0, 1) : lc_sdpa(q, k, v, mask, 0, 0);
+        lc_pool_init(2);
+        lc_tensor *o2 = c ? lc_sdpa(q, k, v, NULL, 0, 1) : lc_sdpa(q, k, v, mask, 0, 0);
+        ck_assert(o1 && o2);
+        ck_assert_msg(same_bits(o1, o2), "%s: 1 and 2 threads differ", c ? "causal" : "mask");
+        const float *po = lc_tensor_data(o2);
+        double worst = 0;
+        for (int64_t bh = 0; bh < B * H; bh++)
+            for (int64_t i = 0; i < Lq; i++) {
+                const unsigned char *keep = mk + ((bh / H) * Lq + i) * Lk;
+                if (c) {
+                    for (int64_t j = 0; j < Lk; j++)
+                        causal[j] = j <= i;
+                    keep = causal;
+                }
+                int any = ref_row(pq + (bh * Lq + i) * D, pk + bh * Lk * D, pv + bh * Lk * Dv,
+                                  Lk, D, Dv, keep, out);
+                for (int64_t d = 0; d < Dv; d++) {
+                    float got = po[(bh * Lq + i) * Dv + d];
+                    if (!any)
+                        ck_assert_msg(got == 0.f, "masked row %ld: %g", (long)i, got);
+                    double e = fabs(got - out[d]);
+                    worst = e > worst ? e : worst;
+                }
+            }
+        ck_assert_msg(worst < 2e-5, "%s sdpa vs double: %g", c ? "causal" : "mask", worst);
+        lc_tensor_free(o1), lc_tensor_free(o2);
+    }
+    free(causal);
+    lc_tensor_free(q), lc_tensor_free(k), lc_tensor_free(v), lc_tensor_free(mask);
+}
+END_TEST
+
 /* the profile counts top-level calls and their FLOPs from the shapes */
 START_TEST(profile_counts)
 {
@@ -246,6 +330,7 @@ int main(void)
     tcase_add_test(tc, half_weights_same_results);
     tcase_add_test(tc, big_buffers_reused);
     tcase_add_test(tc, attention_packed_heads);
+    tcase_add_test(tc, attention_masked_causal);
     tcase_add_test(tc, profile_counts);
     suite_add_tcase(s, tc);
     return lt_run(s);
