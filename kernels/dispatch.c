@@ -38,15 +38,15 @@ static struct {
     lk_arch arch;
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
     float (*softmax_exp)(float *s, int64_t n);
-    void (*sgemm_thin)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+    void (*sgemm_thin)(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
 } table;
 
-static void sgemm_thin_generic(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                               const float *b, int64_t ldb, const float *scale, float *c,
-                               int64_t ldc)
+static void sgemm_thin_generic(int transa, int64_t m, int64_t n, int64_t k, const float *a,
+                               int64_t lda, const float *b, int64_t ldb, const float *scale,
+                               float *c, int64_t ldc)
 {
-    lk_sgemm(0, 0, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
+    lk_sgemm(transa, 0, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
     for (int64_t i = 0; scale && i < m; i++)
         for (int64_t j = 0; j < n; j++)
             c[i * ldc + j] *= scale[i];
@@ -226,12 +226,12 @@ float lk_softmax_exp(float *s, int64_t n)
     return table.softmax_exp(s, n);
 }
 
-void lk_sgemm_thin(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                   int64_t ldb, const float *scale, float *c, int64_t ldc)
+void lk_sgemm_thin(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
 {
     if (!table.ready)
         lk_init();
-    table.sgemm_thin(m, n, k, a, lda, b, ldb, scale, c, ldc);
+    table.sgemm_thin(transa, m, n, k, a, lda, b, ldb, scale, c, ldc);
 }
 
 const char *lk_softmax_name(void)

@@ -59,13 +59,14 @@ float lk_softmax_exp(float *s, int64_t n);
 /* The level's name for it, e.g. "avx512". */
 const char *lk_softmax_name(void);
 
-/* C[m,n] = diag(scale) A[m,k] B[k,n], all row-major (scale NULL: none),
- * for a B of few columns: attention's P V, n = head size. Runs serially
+/* C[m,n] = diag(scale) op(A)[m,k] B[k,n], row-major (scale NULL: none;
+ * op(A) = A^T when transa, A stored [k,m]), for a B of few columns:
+ * attention's products, n = head size or query block. Runs serially
  * (inside a pool task); the result is fixed for given operands. The SIMD
  * levels have their own kernel (no packing, no padding n to a panel
  * width); the portable one runs lk_sgemm and scales the rows. */
-void lk_sgemm_thin(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                   int64_t ldb, const float *scale, float *c, int64_t ldc);
+void lk_sgemm_thin(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
 
 /* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
 const char *lk_sgemm_name(void);

@@ -108,7 +108,7 @@ float lk_softmax_exp_avx2(float *s, int64_t n)
 
 /* ---- lk_sgemm_thin: C = diag(scale) A B for a B of few columns ----
  *
- * As the AVX-512 kernel (kernels/x86/softmax_avx512.c): A read in place,
+ * As the AVX-512 kernel (kernels/x86/softmax_avx512.c): op(A) read in place,
  * B's rows loaded as 1-3 vectors of 8 (the last masked), broadcast A
  * elements; 16 registers hold 12 accumulators, the B vectors and the
  * broadcast. n = 40 runs as 24 + 16 columns, every lane used. k runs in
@@ -121,26 +121,27 @@ static inline __m256i lanes8(int n)
 }
 
 static inline __attribute__((always_inline)) void
-thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t lda, int rows, const float *b,
-          int64_t ldb, __m256i last, float *c, int64_t ldc, int first, const float *scale)
+thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, int rows,
+          const float *b, int64_t ldb, __m256i last, float *c, int64_t ldc, int first,
+          const float *scale)
 {
     __m256 acc[6][3];
     const float *ar[6];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
-        ar[i] = a + (i < rows ? i : rows - 1) * lda; /* rows past `rows`: discarded */
+        ar[i] = a + (i < rows ? i : rows - 1) * rs; /* rows past `rows`: discarded */
 #pragma GCC unroll 3
         for (int v = 0; v < nv; v++)
             acc[i][v] = _mm256_setzero_ps();
     }
-    for (int64_t p = 0; p < kc; p++) {
+    for (int64_t p = 0, off = 0; p < kc; p++, off += ps) {
         __m256 bv[3];
 #pragma GCC unroll 3
         for (int v = 0; v < nv; v++)
             bv[v] = v == nv - 1 ? _mm256_maskload_ps(b + 8 * v, last) : _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
-            __m256 av = _mm256_broadcast_ss(ar[i] + p);
+            __m256 av = _mm256_broadcast_ss(ar[i] + off);
 #pragma GCC unroll 3
             for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
@@ -171,24 +172,24 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t lda, int rows, con
 }
 
 /* one column chunk of nv vectors, all rows, one k block */
-static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t lda, const float *b,
-                       int64_t ldb, __m256i last, float *c, int64_t ldc, int first,
-                       const float *scale)
+static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs, int64_t ps,
+                       const float *b, int64_t ldb, __m256i last, float *c, int64_t ldc,
+                       int first, const float *scale)
 {
     int mr = nv == 3 ? 4 : 6;
     for (int64_t i0 = 0; i0 < m; i0 += mr) {
-        int rows = (int)(m - i0 < mr ? m - i0 : mr);
-        const float *ai = a + i0 * lda, *si = scale ? scale + i0 : NULL;
+        int r = (int)(m - i0 < mr ? m - i0 : mr);
+        const float *ai = a + i0 * rs, *si = scale ? scale + i0 : NULL;
         float *ci = c + i0 * ldc;
         switch (nv) {
-        case 3: thin_tile(3, 4, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
-        case 2: thin_tile(2, 6, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
-        default: thin_tile(1, 6, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        case 3: thin_tile(3, 4, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        case 2: thin_tile(2, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        default: thin_tile(1, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
         }
     }
 }
 
-void lk_sgemm_thin_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void lk_sgemm_thin_avx2(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                         const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
 {
     if (m <= 0 || n <= 0)
@@ -199,6 +200,7 @@ void lk_sgemm_thin_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t
                 c[i * ldc + j] = 0.f;
         return;
     }
+    int64_t rs = transa ? 1 : lda, ps = transa ? lda : 1;
     /* column chunks of at most 3 vectors, as even as possible */
     int64_t nvt = (n + 7) / 8, nch = (nvt + 2) / 3;
     for (int64_t k0 = 0; k0 < k; k0 += TK) {
@@ -209,7 +211,7 @@ void lk_sgemm_thin_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t
         for (int64_t ch = 0; ch < nch; ch++) {
             int nv = (int)(nvt / nch + (ch < nvt % nch));
             int64_t w = n - j0 < 8 * nv ? n - j0 : 8 * nv;
-            thin_chunk(nv, m, kc, a + k0, lda, b + k0 * ldb + j0, ldb,
+            thin_chunk(nv, m, kc, a + k0 * ps, rs, ps, b + k0 * ldb + j0, ldb,
                        lanes8((int)(w - 8 * (nv - 1))), c + j0, ldc, first, sc);
             j0 += w;
         }

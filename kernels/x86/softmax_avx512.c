@@ -98,33 +98,35 @@ float lk_softmax_exp_avx512(float *s, int64_t n)
     return _mm_cvtss_f32(q);
 }
 
-/* ---- lk_sgemm_thin: C = diag(scale) A B for a B of few columns ----
+/* ---- lk_sgemm_thin: C = diag(scale) op(A) B for a B of few columns ----
  *
- * Attention's P V (n = Dv = 40 .. 160): the blocked sgemm pads n to its
- * 32-wide panels (40 -> 64) and packs P, a transposing copy as big as the
- * product's input. Here A is read in place, B's rows are loaded as 1-4
- * vectors (the last masked) and broadcast A elements feed 24 accumulators:
- * n = 40 uses 40 of 48 lanes. k runs in blocks of TK so a block of B stays
- * in L1/L2 across the row tiles; the blocks' partial sums are added into C
- * in order, so the result is fixed for given operands. */
+ * Attention's products with 40 .. 160 columns: the blocked sgemm pads n
+ * to its 32-wide panels (40 -> 64) and packs A, a (transposing) copy as big
+ * as the product's input. Here A is read in place (element (i, p) at
+ * a[i*rs + p*ps]), B's rows are loaded as 1-4 vectors (the last masked) and
+ * broadcast A elements feed 24 accumulators: n = 40 uses 40 of 48 lanes,
+ * n = 64 all. k runs in blocks of TK so a block of B stays in L1/L2 across
+ * the row tiles; the blocks' partial sums are added into C in order, so
+ * the result is fixed for given operands. */
 #define TK 512
 
 /* rows tile: C[0:rows, 0:16*nv) (the last vector masked by `last`) for one
  * k block. Rows past `rows` repeat the last row (in bounds, discarded). */
 static inline __attribute__((always_inline)) void
-thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t lda, int rows, const float *b,
-          int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first, const float *scale)
+thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, int rows,
+          const float *b, int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first,
+          const float *scale)
 {
     __m512 acc[12][4];
     const float *ar[12];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
-        ar[i] = a + (i < rows ? i : rows - 1) * lda;
+        ar[i] = a + (i < rows ? i : rows - 1) * rs;
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             acc[i][v] = _mm512_setzero_ps();
     }
-    for (int64_t p = 0; p < kc; p++) {
+    for (int64_t p = 0, off = 0; p < kc; p++, off += ps) {
         __m512 bv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
@@ -132,7 +134,7 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t lda, int rows, con
                                 : _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
-            __m512 av = _mm512_set1_ps(ar[i][p]);
+            __m512 av = _mm512_set1_ps(ar[i][off]);
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
@@ -164,26 +166,27 @@ static int thin_mr(int nv)
 }
 
 /* one column chunk of nv vectors, all rows, one k block */
-static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t lda, const float *b,
-                       int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first,
-                       const float *scale)
+static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs, int64_t ps,
+                       const float *b, int64_t ldb, __mmask16 last, float *c, int64_t ldc,
+                       int first, const float *scale)
 {
     int mr = thin_mr(nv);
     for (int64_t i0 = 0; i0 < m; i0 += mr) {
-        int rows = (int)(m - i0 < mr ? m - i0 : mr);
-        const float *ai = a + i0 * lda, *si = scale ? scale + i0 : NULL;
+        int r = (int)(m - i0 < mr ? m - i0 : mr);
+        const float *ai = a + i0 * rs, *si = scale ? scale + i0 : NULL;
         float *ci = c + i0 * ldc;
         switch (nv) {
-        case 4: thin_tile(4, 6, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
-        case 3: thin_tile(3, 8, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
-        case 2: thin_tile(2, 12, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
-        default: thin_tile(1, 12, kc, ai, lda, rows, b, ldb, last, ci, ldc, first, si); break;
+        case 4: thin_tile(4, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        case 3: thin_tile(3, 8, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        case 2: thin_tile(2, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        default: thin_tile(1, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
         }
     }
 }
 
-void lk_sgemm_thin_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                          const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
+void lk_sgemm_thin_avx512(int transa, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, const float *scale, float *c,
+                          int64_t ldc)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -193,6 +196,7 @@ void lk_sgemm_thin_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64
                 c[i * ldc + j] = 0.f;
         return;
     }
+    int64_t rs = transa ? 1 : lda, ps = transa ? lda : 1;
     /* column chunks of at most 4 vectors, as even as possible (80 = 3 + 2
      * vectors, 160 = 4 + 3 + 3) */
     int64_t nvt = (n + 15) / 16, nch = (nvt + 3) / 4;
@@ -204,8 +208,8 @@ void lk_sgemm_thin_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64
         for (int64_t ch = 0; ch < nch; ch++) {
             int nv = (int)(nvt / nch + (ch < nvt % nch));
             int64_t w = n - j0 < 16 * nv ? n - j0 : 16 * nv;
-            thin_chunk(nv, m, kc, a + k0, lda, b + k0 * ldb + j0, ldb, lanes(w - 16 * (nv - 1)),
-                       c + j0, ldc, first, sc);
+            thin_chunk(nv, m, kc, a + k0 * ps, rs, ps, b + k0 * ldb + j0, ldb,
+                       lanes(w - 16 * (nv - 1)), c + j0, ldc, first, sc);
             j0 += w;
         }
     }

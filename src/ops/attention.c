@@ -94,7 +94,7 @@ static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
             lk_sgemm_packed(0, m, j->scale, q, j->q.sl, kp, 0.f, S, j->Lk);
             block_rows(j, S, b, h, i0, m, j->Lk, sum);
             invert_sums(sum, m);
-            lk_sgemm_thin(m, j->Dv, j->Lk, S, j->Lk, v, j->v.sl, sum, o, j->ol);
+            lk_sgemm_thin(0, m, j->Dv, j->Lk, S, j->Lk, v, j->v.sl, sum, o, j->ol);
         }
     }
 }
@@ -146,7 +146,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
         block_rows(j, S, b, h, i0, m, nk, sum);
         if (nk > 0) {
             invert_sums(sum, m);
-            lk_sgemm_thin(m, j->Dv, nk, S, nk, v, j->v.sl, sum, o, j->ol);
+            lk_sgemm_thin(0, m, j->Dv, nk, S, nk, v, j->v.sl, sum, o, j->ol);
         } else {
             for (int64_t r = 0; r < m; r++)
                 for (int64_t d = 0; d < j->Dv; d++)

@@ -349,9 +349,10 @@ END_TEST
 
 /* C = diag(scale) A B against the double product (fp32 summation bound),
  * C's padding untouched; strided operands from mat_new */
-static void check_thin(int64_t m, int64_t n, int64_t k, int with_scale, uint64_t seed)
+static void check_thin(int ta, int64_t m, int64_t n, int64_t k, int with_scale, uint64_t seed)
 {
-    mat a = mat_new(m, k, &seed), b = mat_new(k, n, &seed), c = mat_new(m, n, &seed);
+    mat a = ta ? mat_new(k, m, &seed) : mat_new(m, k, &seed);
+    mat b = mat_new(k, n, &seed), c = mat_new(m, n, &seed);
     /* C is never read: NaN there; a sentinel in its padding (a NaN there
      * could come from B's NaN padding) */
     for (int64_t i = -1; i < m * c.ld + 16; i++)
@@ -359,21 +360,22 @@ static void check_thin(int64_t m, int64_t n, int64_t k, int with_scale, uint64_t
     float *scale = malloc((size_t)m * sizeof(float));
     for (int64_t i = 0; i < m; i++)
         scale[i] = 0.25f + (float)(i % 5);
-    lk_sgemm_thin(m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c.p, c.ld);
+    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c.p, c.ld);
     double gamma = 2.0 * (double)(k + 3) * FLT_EPSILON;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double sum = 0, mag = 0;
             for (int64_t p = 0; p < k; p++) {
-                double t = (double)a.p[i * a.ld + p] * b.p[p * b.ld + j];
+                double t = (double)(ta ? a.p[p * a.ld + i] : a.p[i * a.ld + p]) *
+                           b.p[p * b.ld + j];
                 sum += t;
                 mag += fabs(t);
             }
             double sc = with_scale ? scale[i] : 1.0;
             double got = c.p[i * c.ld + j], bound = gamma * sc * mag + 1e-30;
             ck_assert_msg(fabs(got - sc * sum) <= bound,
-                          "%s thin %ldx%ldx%ld scale %d: C[%ld,%ld] = %.9g, expected %.9g",
-                          lk_sgemm_name(), (long)m, (long)n, (long)k, with_scale, (long)i,
+                          "%s thin ta=%d %ldx%ldx%ld scale %d: C[%ld,%ld] = %.9g, expected %.9g",
+                          lk_sgemm_name(), ta, (long)m, (long)n, (long)k, with_scale, (long)i,
                           (long)j, got, sc * sum);
         }
     for (int64_t i = -1; i < m * c.ld + 16; i++)
@@ -382,7 +384,7 @@ static void check_thin(int64_t m, int64_t n, int64_t k, int with_scale, uint64_t
                       (long)n, (long)k, (long)i);
     /* the same operands again: the same bits */
     mat c2 = mat_copy(&c);
-    lk_sgemm_thin(m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c2.p, c2.ld);
+    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c2.p, c2.ld);
     ck_assert(!memcmp(c.base, c2.base, (size_t)(m * c.ld + 1) * sizeof(float)));
     free(a.base), free(b.base), free(c.base), free(c2.base), free(scale);
 }
@@ -399,14 +401,20 @@ START_TEST(test_sgemm_thin)
     const int64_t ks[] = {1, 37, 700, 1100};
     const int64_t ms[] = {1, 5, 13, 64};
     uint64_t seed = 31;
-    for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
-        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
-            check_thin(ms[(ni + ki) % 4], ns[ni], ks[ki], (int)((ni + ki) & 1), seed++);
-    for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
-        check_thin(ms[mi], 40, 520, 1, seed++);
+    for (int ta = 0; ta < 2; ta++) {
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
+                check_thin(ta, ms[(ni + ki + ta) % 4], ns[ni], ks[ki], (int)((ni + ki) & 1),
+                           seed++);
+        for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+            check_thin(ta, ms[mi], 40, 520, 1, seed++);
+        /* attention's shapes: keys x query block x head size, and back */
+        check_thin(ta, 700, 64, 40, 0, seed++);
+        check_thin(ta, 40, 64, 700, 0, seed++);
+    }
     /* k == 0: zeros, C not read */
     float c[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, a[1] = {1}, b[1] = {1};
-    lk_sgemm_thin(2, 3, 0, a, 1, b, 3, NULL, c, 3);
+    lk_sgemm_thin(0, 2, 3, 0, a, 1, b, 3, NULL, c, 3);
     for (int i = 0; i < 6; i++)
         ck_assert(c[i] == 0.f);
 }
