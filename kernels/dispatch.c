@@ -38,6 +38,7 @@ static struct {
     lk_arch arch;
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
     float (*softmax_exp)(float *s, int64_t n);
+    void (*softmax_exp_cols)(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
     void (*sgemm_thin)(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
 } table;
@@ -82,15 +83,18 @@ lk_arch lk_set_arch(lk_arch want)
     table.arch = want;
     table.gemm = NULL;
     table.softmax_exp = lk_softmax_exp_ref;
+    table.softmax_exp_cols = lk_softmax_exp_cols_ref;
     table.sgemm_thin = sgemm_thin_generic;
 #if defined(LUCID_X86)
     if (want == LK_ARCH_AVX512) {
         table.gemm = &lk_gemm_ukr_avx512;
         table.softmax_exp = lk_softmax_exp_avx512;
+        table.softmax_exp_cols = lk_softmax_exp_cols_avx512;
         table.sgemm_thin = lk_sgemm_thin_avx512;
     } else if (want == LK_ARCH_AVX2) {
         table.gemm = &lk_gemm_ukr_avx2;
         table.softmax_exp = lk_softmax_exp_avx2;
+        table.softmax_exp_cols = lk_softmax_exp_cols_avx2;
         table.sgemm_thin = lk_sgemm_thin_avx2;
     }
 #endif
@@ -224,6 +228,13 @@ float lk_softmax_exp(float *s, int64_t n)
     if (!table.ready)
         lk_init();
     return table.softmax_exp(s, n);
+}
+
+void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+{
+    if (!table.ready)
+        lk_init();
+    table.softmax_exp_cols(s, rows, cols, ld, sum);
 }
 
 void lk_sgemm_thin(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,

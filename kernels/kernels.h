@@ -56,6 +56,10 @@ void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, cons
  * the same bits for the same row on every run of a level. */
 #define LK_EXP_LO (-87.0f) /* exp below this is under FLT_MIN */
 float lk_softmax_exp(float *s, int64_t n);
+/* The same down each column j of s[rows, cols] (row stride ld), the sums
+ * to sum[j]: scores stored keys x queries, whose maxima and sums then stay
+ * in SIMD lanes. Summed in fixed blocks of rows. */
+void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
 /* The level's name for it, e.g. "avx512". */
 const char *lk_softmax_name(void);
 

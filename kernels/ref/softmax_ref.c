@@ -102,3 +102,34 @@ float lk_softmax_exp_ref(float *s, int64_t n)
     v4f acc = acc0 + acc1;
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
+
+/* Column version: 4 columns at a time, the maxima and sums in lanes; sums
+ * over blocks of SB rows added in order. */
+#define SB 64
+
+void lk_softmax_exp_cols_ref(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+{
+    const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, zero = {0, 0, 0, 0};
+    for (int64_t c0 = 0; c0 < cols; c0 += 4) {
+        int64_t w = cols - c0;
+        float *base = s + c0;
+        v4f m = ninf;
+        for (int64_t r = 0; r < rows; r++) {
+            v4f v = load4(base + r * ld, w);
+            m = blend(v > m, v, m); /* NaN never wins */
+        }
+        m = blend(m == ninf, zero, m); /* a column of -inf: zeros */
+        v4f tot = zero;
+        for (int64_t r0 = 0; r0 < rows; r0 += SB) {
+            int64_t r1 = rows - r0 < SB ? rows : r0 + SB;
+            v4f part = zero;
+            for (int64_t r = r0; r < r1; r++) {
+                v4f e = exp4(load4(base + r * ld, w) - m);
+                part += e;
+                store4(base + r * ld, e, w);
+            }
+            tot += part;
+        }
+        store4(sum + c0, tot, w);
+    }
+}

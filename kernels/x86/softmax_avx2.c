@@ -10,6 +10,12 @@
 #include "../kernels.h"
 #include "x86.h"
 
+/* lanes [0, n) of 8 set */
+static inline __m256i lanes8(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* exp(x - m) */
 static inline __attribute__((always_inline)) __m256 exp8(__m256 x, __m256 m)
 {
@@ -106,6 +112,58 @@ float lk_softmax_exp_avx2(float *s, int64_t n)
     return _mm_cvtss_f32(q);
 }
 
+/* Column version: each column of s[rows, cols] (row stride ld) through
+ * the softmax above, 16 columns (two vectors) at a time, the maxima and sums
+ * in lanes. Sums over blocks of SB rows are added in order. */
+#define SB 64
+
+static inline __m256 load_pad(const float *p, __m256i mk)
+{
+    /* masked-off lanes -inf (their exp is an exact 0) */
+    return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_maskload_ps(p, mk),
+                            _mm256_castsi256_ps(mk));
+}
+
+void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+{
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+        int w = (int)(cols - c0 < 16 ? cols - c0 : 16);
+        __m256i mk0 = lanes8(w), mk1 = lanes8(w - 8);
+        __m256 m0 = ninf, m1 = ninf, t0 = zero, t1 = zero;
+        float *base = s + c0;
+        for (int64_t r = 0; r < rows; r++) {
+            /* NaN never wins: MAXPS returns the second operand */
+            m0 = _mm256_max_ps(load_pad(base + r * ld, mk0), m0);
+            if (w > 8)
+                m1 = _mm256_max_ps(load_pad(base + r * ld + 8, mk1), m1);
+        }
+        /* a column of -inf (every key masked): subtract 0, giving zeros */
+        m0 = _mm256_blendv_ps(m0, zero, _mm256_cmp_ps(m0, ninf, _CMP_EQ_OQ));
+        m1 = _mm256_blendv_ps(m1, zero, _mm256_cmp_ps(m1, ninf, _CMP_EQ_OQ));
+        for (int64_t r0 = 0; r0 < rows; r0 += SB) {
+            int64_t r1 = rows - r0 < SB ? rows : r0 + SB;
+            __m256 p0 = zero, p1 = zero;
+            for (int64_t r = r0; r < r1; r++) {
+                float *row = base + r * ld;
+                __m256 e0 = exp8(load_pad(row, mk0), m0);
+                p0 = _mm256_add_ps(p0, e0);
+                _mm256_maskstore_ps(row, mk0, e0);
+                if (w > 8) {
+                    __m256 e1 = exp8(load_pad(row + 8, mk1), m1);
+                    p1 = _mm256_add_ps(p1, e1);
+                    _mm256_maskstore_ps(row + 8, mk1, e1);
+                }
+            }
+            t0 = _mm256_add_ps(t0, p0);
+            t1 = _mm256_add_ps(t1, p1);
+        }
+        _mm256_maskstore_ps(sum + c0, mk0, t0);
+        if (w > 8)
+            _mm256_maskstore_ps(sum + c0 + 8, mk1, t1);
+    }
+}
+
 /* ---- lk_sgemm_thin: C = diag(scale) A B for a B of few columns ----
  *
  * As the AVX-512 kernel (kernels/x86/softmax_avx512.c): op(A) read in place,
@@ -114,11 +172,6 @@ float lk_softmax_exp_avx2(float *s, int64_t n)
  * broadcast. n = 40 runs as 24 + 16 columns, every lane used. k runs in
  * blocks of TK whose partial sums are added into C in order. */
 #define TK 512
-
-static inline __m256i lanes8(int n)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 static inline __attribute__((always_inline)) void
 thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, int rows,

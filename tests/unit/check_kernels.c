@@ -583,6 +583,69 @@ START_TEST(test_softmax_exp_special)
 }
 END_TEST
 
+/* the column version: each column against exp in double as a row would
+ * be, columns of -inf give zeros and a 0 sum, the padding between rows
+ * (ld = cols + 3) untouched, NaN stays in its column */
+START_TEST(test_softmax_exp_cols)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    const int64_t cs[] = {1, 3, 4, 5, 8, 15, 16, 17, 33, 64, 65, 100};
+    const int64_t rs[] = {1, 7, 64, 65, 300};
+    uint64_t seed = 404;
+    for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++)
+        for (size_t ri = 0; ri < sizeof rs / sizeof *rs; ri++) {
+            int64_t cols = cs[ci], rows = rs[ri], ld = cols + 3;
+            float *s = row_new(rows * ld, 2), *in = malloc((size_t)(rows * ld) * sizeof(float));
+            float *sum = row_new(cols, 1), *cin = malloc((size_t)rows * sizeof(float));
+            float *cout = malloc((size_t)rows * sizeof(float));
+            row_fill(s, rows * ld, &seed);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = cols; c < ld; c++)
+                    s[r * ld + c] = guard_val;
+            for (int64_t c = 0; c < cols; c++)
+                s[((c * 5) % rows) * ld + c] = 2.5f; /* a finite entry in each column */
+            for (int64_t r = 0; r < rows; r++) {
+                s[r * ld + (cols - 1) / 2] = -INFINITY; /* a fully masked column */
+                if (cols > 2)
+                    s[r * ld + cols - 1] = 1.5f; /* equal scores: 1 each */
+            }
+            if (cols > 3)
+                s[(rows / 2) * ld + cols - 2] = NAN;
+            memcpy(in, s, (size_t)(rows * ld) * sizeof(float));
+            lk_softmax_exp_cols(s, rows, cols, ld, sum);
+            guards_intact(sum, cols, 1, "cols sum");
+            guards_intact(s, rows * ld, 2, "cols");
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = cols; c < ld; c++)
+                    ck_assert_msg(s[r * ld + c] == guard_val, "%s cols: wrote row padding",
+                                  lk_softmax_name());
+            for (int64_t c = 0; c < cols; c++) {
+                for (int64_t r = 0; r < rows; r++) {
+                    cin[r] = in[r * ld + c];
+                    cout[r] = s[r * ld + c];
+                }
+                if (c == (cols - 1) / 2) {
+                    ck_assert_msg(sum[c] == 0.f, "%s cols: masked column sum %g",
+                                  lk_softmax_name(), sum[c]);
+                    for (int64_t r = 0; r < rows; r++)
+                        ck_assert(cout[r] == 0.f);
+                } else if (cols > 3 && c == cols - 2) {
+                    ck_assert_msg(isnan(sum[c]) && isnan(cout[rows / 2]), "%s cols: NaN lost",
+                                  lk_softmax_name());
+                } else {
+                    check_softmax_row(cin, cout, rows, sum[c], lk_softmax_name());
+                    if (cols > 2 && c == cols - 1)
+                        ck_assert_msg(sum[c] == (float)rows, "%s cols: equal scores sum %g",
+                                      lk_softmax_name(), sum[c]);
+                }
+            }
+            free(s - (GUARD - 2)), free(sum - (GUARD - 1)), free(in), free(cin), free(cout);
+        }
+}
+END_TEST
+
 /* each SIMD level against the portable kernel on the same rows */
 START_TEST(test_softmax_exp_matches_ref)
 {
@@ -644,6 +707,7 @@ int main(void)
     tcase_add_loop_test(ts, test_softmax_exp_exact, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_special, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_matches_ref, 0, na);
+    tcase_add_loop_test(ts, test_softmax_exp_cols, 0, na);
     tcase_add_loop_test(ts, test_sgemm_thin, 0, na);
     suite_add_tcase(s, ts);
     /* Not lt_run: its pool is started before Check forks each test, and a
