@@ -104,48 +104,64 @@ float lk_softmax_exp_avx512(float *s, int64_t n)
  * added in order. */
 #define SB 64
 
-void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+/* columns [0, 16*nv) of s (the last vector's lanes in `last`): with nv a
+ * constant the maxima and sums stay in registers */
+static inline __attribute__((always_inline)) void
+cols_chunk(int nv, float *s, int64_t rows, int64_t ld, __mmask16 last, float *sum)
 {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps();
+    __mmask16 mk[4];
+    __m512 m[4], tot[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) {
+        mk[v] = v == nv - 1 ? last : (__mmask16)0xFFFF;
+        m[v] = ninf;
+        tot[v] = zero;
+    }
+    for (int64_t r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) /* NaN never wins: MAXPS returns the second operand */
+            m[v] = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, mk[v], s + r * ld + 16 * v), m[v]);
+    /* a column of -inf (every key masked): subtract 0, giving zeros */
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++)
+        m[v] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m[v], ninf, _CMP_EQ_OQ), m[v], zero);
+    for (int64_t r0 = 0; r0 < rows; r0 += SB) {
+        int64_t r1 = rows - r0 < SB ? rows : r0 + SB;
+        __m512 part[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            part[v] = zero;
+        for (int64_t r = r0; r < r1; r++) {
+            float *row = s + r * ld;
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) {
+                __m512 e = exp16(_mm512_mask_loadu_ps(ninf, mk[v], row + 16 * v), m[v]);
+                part[v] = _mm512_add_ps(part[v], e);
+                _mm512_mask_storeu_ps(row + 16 * v, mk[v], e);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            tot[v] = _mm512_add_ps(tot[v], part[v]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++)
+        _mm512_mask_storeu_ps(sum + 16 * v, mk[v], tot[v]);
+}
+
+void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+{
     for (int64_t c0 = 0; c0 < cols; c0 += 64) {
         int64_t w = cols - c0 < 64 ? cols - c0 : 64;
         int nv = (int)((w + 15) / 16);
-        __mmask16 mk[4];
-        __m512 m[4], tot[4];
-        for (int v = 0; v < 4; v++) {
-            mk[v] = lanes(w - 16 * v);
-            m[v] = ninf;
-            tot[v] = zero;
+        __mmask16 last = lanes(w - 16 * (nv - 1));
+        switch (nv) {
+        case 4: cols_chunk(4, s + c0, rows, ld, last, sum + c0); break;
+        case 3: cols_chunk(3, s + c0, rows, ld, last, sum + c0); break;
+        case 2: cols_chunk(2, s + c0, rows, ld, last, sum + c0); break;
+        default: cols_chunk(1, s + c0, rows, ld, last, sum + c0); break;
         }
-        float *base = s + c0;
-        for (int64_t r = 0; r < rows; r++)
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++)
-                if (v < nv) /* NaN never wins: MAXPS returns the second operand */
-                    m[v] = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, mk[v], base + r * ld + 16 * v),
-                                         m[v]);
-        /* a column of -inf (every key masked): subtract 0, giving zeros */
-        for (int v = 0; v < 4; v++)
-            m[v] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m[v], ninf, _CMP_EQ_OQ), m[v], zero);
-        for (int64_t r0 = 0; r0 < rows; r0 += SB) {
-            int64_t r1 = rows - r0 < SB ? rows : r0 + SB;
-            __m512 part[4] = {zero, zero, zero, zero};
-            for (int64_t r = r0; r < r1; r++) {
-                float *row = base + r * ld;
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) {
-                    if (v >= nv)
-                        break;
-                    __m512 e = exp16(_mm512_mask_loadu_ps(ninf, mk[v], row + 16 * v), m[v]);
-                    part[v] = _mm512_add_ps(part[v], e);
-                    _mm512_mask_storeu_ps(row + 16 * v, mk[v], e);
-                }
-            }
-            for (int v = 0; v < 4; v++)
-                tot[v] = _mm512_add_ps(tot[v], part[v]);
-        }
-        for (int v = 0; v < nv; v++)
-            _mm512_mask_storeu_ps(sum + c0 + 16 * v, mk[v], tot[v]);
     }
 }
 

@@ -1,12 +1,19 @@
 /* Scaled dot-product attention, torch's F.scaled_dot_product_attention.
  *
  * Memory-lean: work is cut into blocks of QB query rows per (batch, head).
- * A block computes its scores S = scale * Qb K^T with one GEMM into a
- * per-thread [QB, Lk] scratch, applies the mask, a max-subtracted softmax
- * per row, then Out_b = P V with a second GEMM. So a 4096x4096 score
- * matrix never exists, only nthreads * QB * Lk floats. Each block is owned
- * by one task (its GEMMs run serially inside it), so results are the same
- * bits for any thread count.
+ * A block computes its scores into a per-thread [QB, Lk] scratch, applies
+ * the mask, a max-subtracted softmax per query, then Out_b = P V. So a
+ * 4096x4096 score matrix never exists, only nthreads * QB * Lk floats. Each
+ * block is owned by one task (its products run serially inside it), so
+ * results are the same bits for any thread count.
+ *
+ * Without a causal mask the scores are kept keys x queries: S^T = K (s Qb)^T
+ * and Out_b^T = V^T P^T are products with QB = 64 columns, four full
+ * AVX-512 vectors, that read K and V in place (lk_sgemm_thin: no packing;
+ * ~208 and ~200 GFLOP/s per core at head size 40, against ~178 for both
+ * the other way round), and the softmax runs down columns with its maxima
+ * and sums in lanes. The causal path keeps queries x keys, its blocks
+ * needing a growing number of keys.
  *
  * Differences from torch, on purpose: a row whose keys are all masked out
  * gives zeros, not NaN. */
@@ -37,10 +44,8 @@ typedef struct {
     const float *mask; /* f32, read with broadcast strides, or NULL */
     int mask_bool;     /* nonzero = keep, else additive */
     int64_t mb, mh, mq, mk;
-    float *scratch; /* nthreads * QB * Lk */
-    int64_t ngrp, gblk; /* query-block groups per head, blocks per group */
-    lk_sgemm_bpack **kpack; /* per thread: K^T of its head */
-    int pack_failed;
+    float *scratch; /* nthreads * per */
+    int64_t per;    /* scratch floats per thread */
 } sdpa_job;
 
 /* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
@@ -59,43 +64,47 @@ static void invert_sums(float *sum, int64_t m)
 static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_t i0, int64_t m,
                        int64_t nk, float *sum);
 
-/* Without a causal mask every query block of a head multiplies by the same
- * K^T: a task takes a group of blocks of one head and packs it once (per
- * thread, reused across tasks), then runs the blocks on the pack (Q K^T
- * ~126 -> ~150 GFLOP/s measured per core). Groups are as large as leaves
- * about GT tasks per thread: SD's 16 heads of 4096 queries on 2 threads
- * pack K once per head, not once per 8 blocks. lk_sgemm_packed gives the
- * bits of lk_sgemm, so the grouping (and the thread count) does not change
- * the result. */
-#define GT 4
-
-static void sdpa_groups(void *ctx, int64_t t0, int64_t t1)
+/* one block keys x queries (no causal cut): S^T [Lk, m], the softmax down
+ * its columns, Out^T [Dv, m] = V^T P^T, transposed into the output with
+ * each query's 1 / sum */
+static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
 {
-    sdpa_job *j = ctx;
-    int ti = lc_pool_thread_index();
-    float *S = j->scratch + (int64_t)ti * QB * j->Lk, sum[QB];
+    const sdpa_job *j = ctx;
+    float *S = j->scratch + (int64_t)lc_pool_thread_index() * j->per;
+    float *qt = S + QB * j->Lk, *ot = qt + QB * j->D, *sc = ot + QB * j->Dv, sum[QB];
     for (int64_t t = t0; t < t1; t++) {
-        int64_t bh = t / j->ngrp, grp = t % j->ngrp;
+        int64_t bh = t / j->nblk, blk = t % j->nblk;
         int64_t b = bh / j->H, h = bh % j->H;
+        int64_t i0 = blk * QB, m = i0 + QB < j->Lq ? QB : j->Lq - i0;
+        const float *q = j->q.p + b * j->q.sb + h * j->q.sh + i0 * j->q.sl;
         const float *k = j->k.p + b * j->k.sb + h * j->k.sh;
         const float *v = j->v.p + b * j->v.sb + h * j->v.sh;
-        lk_sgemm_bpack *kp = lk_sgemm_repack_b(j->kpack[ti], 1, j->D, j->Lk, k, j->k.sl);
-        if (kp)
-            j->kpack[ti] = kp;
-        if (!kp) {
-            j->pack_failed = 1;
-            return;
+        float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t d = 0; d < j->D; d++)
+                qt[d * m + r] = q[r * j->q.sl + d];
+        /* the scale multiplies the products, not q: torch's rounding (the
+         * per-row scale of S^T is the same for every key) */
+        for (int64_t c = 0; c < j->Lk; c++)
+            sc[c] = j->scale;
+        lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, sc, S, m);
+        if (j->mask) {
+            for (int64_t r = 0; r < m; r++) {
+                const float *mr = j->mask + b * j->mb + h * j->mh + (i0 + r) * j->mq;
+                for (int64_t c = 0; c < j->Lk; c++) {
+                    if (!j->mask_bool)
+                        S[c * m + r] += mr[c * j->mk];
+                    else if (mr[c * j->mk] == 0.f)
+                        S[c * m + r] = -INFINITY;
+                }
+            }
         }
-        int64_t blk1 = (grp + 1) * j->gblk < j->nblk ? (grp + 1) * j->gblk : j->nblk;
-        for (int64_t blk = grp * j->gblk; blk < blk1; blk++) {
-            int64_t i0 = blk * QB, m = i0 + QB < j->Lq ? QB : j->Lq - i0;
-            const float *q = j->q.p + b * j->q.sb + h * j->q.sh + i0 * j->q.sl;
-            float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
-            lk_sgemm_packed(0, m, j->scale, q, j->q.sl, kp, 0.f, S, j->Lk);
-            block_rows(j, S, b, h, i0, m, j->Lk, sum);
-            invert_sums(sum, m);
-            lk_sgemm_thin(0, m, j->Dv, j->Lk, S, j->Lk, v, j->v.sl, sum, o, j->ol);
-        }
+        lk_softmax_exp_cols(S, j->Lk, m, m, sum);
+        invert_sums(sum, m);
+        lk_sgemm_thin(1, j->Dv, m, j->Lk, v, j->v.sl, S, m, NULL, ot, m);
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t d = 0; d < j->Dv; d++)
+                o[r * j->ol + d] = ot[d * m + r] * sum[r];
     }
 }
 
@@ -128,8 +137,7 @@ static void block_rows(const sdpa_job *j, float *S, int64_t b, int64_t h, int64_
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
 {
     const sdpa_job *j = ctx;
-    float *S = j->scratch + (int64_t)lc_pool_thread_index() * QB * (j->Lk > 0 ? j->Lk : 1);
-    float sum[QB];
+    float *S = j->scratch + (int64_t)lc_pool_thread_index() * j->per, sum[QB];
     for (int64_t t = t0; t < t1; t++) {
         int64_t bh = t / j->nblk, blk = t % j->nblk;
         int64_t b = bh / j->H, h = bh % j->H;
@@ -197,33 +205,18 @@ static int sdpa_run(sdpa_job *j, const lc_tensor *mask, const char *op)
     j->mq = st[2];
     j->mk = st[3];
     j->nblk = (j->Lq + QB - 1) / QB;
-    int64_t per = QB * (j->Lk > 0 ? j->Lk : 1);
+    /* scores, and for the keys x queries path Q^T and Out^T of a block and
+     * Lk copies of the scale */
+    j->per = QB * ((j->Lk > 0 ? j->Lk : 1) + j->D + j->Dv) + j->Lk;
     int nt = lc_pool_threads();
     /* a tensor, so the scratch comes from the reused big-buffer cache */
-    int64_t ns = per * nt;
+    int64_t ns = j->per * nt;
     lc_tensor *scr = lc_tensor_new(LC_F32, 1, &ns);
     j->scratch = scr ? lc_tensor_data(scr) : NULL;
     int rc = LC_ERR;
-    /* packing pays off when a head has several query blocks */
-    int packed = !j->causal && j->Lk > 0 && j->nblk >= 2;
-    if (j->scratch && packed) {
-        int64_t heads = j->B * j->H, want = (GT * nt + heads - 1) / heads;
-        want = want < 1 ? 1 : want > j->nblk ? j->nblk : want;
-        j->gblk = (j->nblk + want - 1) / want;
-        j->ngrp = (j->nblk + j->gblk - 1) / j->gblk;
-        j->kpack = lc_calloc((size_t)nt, sizeof *j->kpack, "attention packs");
-        j->pack_failed = 0;
-        if (j->kpack) {
-            rc = lc_parallel_for(j->B * j->H * j->ngrp, 1, sdpa_groups, j);
-            if (rc == LC_OK && j->pack_failed)
-                rc = LC_ERR; /* lc_err set by the pack */
-        }
-        for (int i = 0; j->kpack && i < nt; i++)
-            lk_sgemm_bpack_free(j->kpack[i]);
-        free(j->kpack);
-    } else if (j->scratch) {
-        rc = lc_parallel_for(j->B * j->H * j->nblk, 1, sdpa_blocks, j);
-    }
+    if (j->scratch)
+        rc = lc_parallel_for(j->B * j->H * j->nblk, 1,
+                             j->causal || j->Lk == 0 ? sdpa_blocks : sdpa_tblocks, j);
     /* a lone block runs inline and its GEMMs may have skipped work */
     if (rc == LC_OK && lc_interrupted())
         rc = lc_err("interrupted");
