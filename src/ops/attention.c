@@ -46,6 +46,7 @@ typedef struct {
     int64_t mb, mh, mq, mk;
     float *scratch; /* nthreads * per */
     int64_t per;    /* scratch floats per thread */
+    const float *kscale; /* Lk copies of scale (keys x queries path) */
 } sdpa_job;
 
 /* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
@@ -71,7 +72,7 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
 {
     const sdpa_job *j = ctx;
     float *S = j->scratch + (int64_t)lc_pool_thread_index() * j->per;
-    float *qt = S + QB * j->Lk, *ot = qt + QB * j->D, *sc = ot + QB * j->Dv, sum[QB];
+    float *qt = S + QB * j->Lk, *ot = qt + QB * j->D, sum[QB];
     for (int64_t t = t0; t < t1; t++) {
         int64_t bh = t / j->nblk, blk = t % j->nblk;
         int64_t b = bh / j->H, h = bh % j->H;
@@ -80,14 +81,16 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
         const float *k = j->k.p + b * j->k.sb + h * j->k.sh;
         const float *v = j->v.p + b * j->v.sb + h * j->v.sh;
         float *o = j->out + b * j->ob + h * j->oh + i0 * j->ol;
+        /* the block's q rows are far apart (heads interleaved) and often
+         * not in cache: ask for all of them before the first is used */
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t d = 0; d < j->D; d += 16)
+                __builtin_prefetch(q + r * j->q.sl + d);
         for (int64_t r = 0; r < m; r++)
             for (int64_t d = 0; d < j->D; d++)
                 qt[d * m + r] = q[r * j->q.sl + d];
-        /* the scale multiplies the products, not q: torch's rounding (the
-         * per-row scale of S^T is the same for every key) */
-        for (int64_t c = 0; c < j->Lk; c++)
-            sc[c] = j->scale;
-        lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, sc, S, m);
+        /* the scale multiplies the products, not q: torch's rounding */
+        lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, j->kscale, S, m);
         if (j->mask) {
             for (int64_t r = 0; r < m; r++) {
                 const float *mr = j->mask + b * j->mb + h * j->mh + (i0 + r) * j->mq;
@@ -205,18 +208,23 @@ static int sdpa_run(sdpa_job *j, const lc_tensor *mask, const char *op)
     j->mq = st[2];
     j->mk = st[3];
     j->nblk = (j->Lq + QB - 1) / QB;
-    /* scores, and for the keys x queries path Q^T and Out^T of a block and
-     * Lk copies of the scale */
-    j->per = QB * ((j->Lk > 0 ? j->Lk : 1) + j->D + j->Dv) + j->Lk;
+    /* scores, and for the keys x queries path Q^T and Out^T of a block */
+    j->per = QB * ((j->Lk > 0 ? j->Lk : 1) + j->D + j->Dv);
     int nt = lc_pool_threads();
     /* a tensor, so the scratch comes from the reused big-buffer cache */
     int64_t ns = j->per * nt;
     lc_tensor *scr = lc_tensor_new(LC_F32, 1, &ns);
     j->scratch = scr ? lc_tensor_data(scr) : NULL;
     int rc = LC_ERR;
-    if (j->scratch)
-        rc = lc_parallel_for(j->B * j->H * j->nblk, 1,
-                             j->causal || j->Lk == 0 ? sdpa_blocks : sdpa_tblocks, j);
+    int keys_rows = !j->causal && j->Lk > 0;
+    /* S^T's per-row scale: the same for every key */
+    float *ks = keys_rows ? lc_calloc((size_t)j->Lk, sizeof *ks, "attention scales") : NULL;
+    for (int64_t c = 0; ks && c < j->Lk; c++)
+        ks[c] = j->scale;
+    j->kscale = ks;
+    if (j->scratch && (ks || !keys_rows))
+        rc = lc_parallel_for(j->B * j->H * j->nblk, 1, keys_rows ? sdpa_tblocks : sdpa_blocks, j);
+    free(ks);
     /* a lone block runs inline and its GEMMs may have skipped work */
     if (rc == LC_OK && lc_interrupted())
         rc = lc_err("interrupted");
