@@ -13,7 +13,7 @@ function M.default_model()
   local sys = core.sys
   for _, name in ipairs{"toyworld", "tiny-a"} do
     local p = core.paths.models .. "/" .. name
-    if not sys or sys.file_type(p) == "directory" then return p end
+    if not sys or sys.file_type(p .. "/model_index.json") == "file" then return p end
   end
   error("no bundled model found in " .. core.paths.models, 2)
 end
