@@ -19,6 +19,7 @@
  * is close to lucid's driver on large products and well behind on thin
  * ones, threads with OpenMP rather than the pool, and does not promise the
  * same bits for any thread count. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,19 +39,27 @@ static struct {
     lk_arch arch;
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
     float (*softmax_exp)(float *s, int64_t n);
-    void (*softmax_exp_cols)(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
+    void (*softmax_exp_cols)(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                             float *sum);
     void (*sgemm_thin)(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                       const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
+                       const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
+                       float *cmax);
 } table;
 
 static void sgemm_thin_generic(int transa, int64_t m, int64_t n, int64_t k, const float *a,
                                int64_t lda, const float *b, int64_t ldb, const float *scale,
-                               float *c, int64_t ldc)
+                               float *c, int64_t ldc, float *cmax)
 {
     lk_sgemm(transa, 0, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
     for (int64_t i = 0; scale && i < m; i++)
         for (int64_t j = 0; j < n; j++)
             c[i * ldc + j] *= scale[i];
+    for (int64_t j = 0; cmax && j < n; j++) {
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < m; i++)
+            mx = c[i * ldc + j] > mx ? c[i * ldc + j] : mx; /* NaN never wins */
+        cmax[j] = mx;
+    }
 }
 
 static lk_arch cpu_best(void)
@@ -230,19 +239,21 @@ float lk_softmax_exp(float *s, int64_t n)
     return table.softmax_exp(s, n);
 }
 
-void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                         float *sum)
 {
     if (!table.ready)
         lk_init();
-    table.softmax_exp_cols(s, rows, cols, ld, sum);
+    table.softmax_exp_cols(s, rows, cols, ld, max, sum);
 }
 
 void lk_sgemm_thin(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
+                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
+                   float *cmax)
 {
     if (!table.ready)
         lk_init();
-    table.sgemm_thin(transa, m, n, k, a, lda, b, ldb, scale, c, ldc);
+    table.sgemm_thin(transa, m, n, k, a, lda, b, ldb, scale, c, ldc, cmax);
 }
 
 const char *lk_softmax_name(void)

@@ -58,8 +58,10 @@ void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, cons
 float lk_softmax_exp(float *s, int64_t n);
 /* The same down each column j of s[rows, cols] (row stride ld), the sums
  * to sum[j]: scores stored keys x queries, whose maxima and sums then stay
- * in SIMD lanes. Summed in fixed blocks of rows. */
-void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
+ * in SIMD lanes. Summed in fixed blocks of rows. max: the columns' maxima
+ * if known (lk_sgemm_thin's cmax, saving a pass), else NULL. */
+void lk_softmax_exp_cols(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                         float *sum);
 /* The level's name for it, e.g. "avx512". */
 const char *lk_softmax_name(void);
 
@@ -68,9 +70,12 @@ const char *lk_softmax_name(void);
  * attention's products, n = head size or query block. Runs serially
  * (inside a pool task); the result is fixed for given operands. The SIMD
  * levels have their own kernel (no packing, no padding n to a panel
- * width); the portable one runs lk_sgemm and scales the rows. */
+ * width); the portable one runs lk_sgemm and scales the rows. cmax, if
+ * not NULL, gets each column's maximum of C (NaN ignored; -inf if m is 0):
+ * attention's score maxima from the product's registers. */
 void lk_sgemm_thin(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
+                   const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
+                   float *cmax);
 
 /* The GEMM implementation in use, e.g. "avx512 14x32" (for logs, benches). */
 const char *lk_sgemm_name(void);

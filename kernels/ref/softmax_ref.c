@@ -107,14 +107,15 @@ float lk_softmax_exp_ref(float *s, int64_t n)
  * over blocks of SB rows added in order. */
 #define SB 64
 
-void lk_softmax_exp_cols_ref(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+void lk_softmax_exp_cols_ref(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                             float *sum)
 {
     const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, zero = {0, 0, 0, 0};
     for (int64_t c0 = 0; c0 < cols; c0 += 4) {
         int64_t w = cols - c0;
         float *base = s + c0;
-        v4f m = ninf;
-        for (int64_t r = 0; r < rows; r++) {
+        v4f m = max ? load4(max + c0, w) : ninf;
+        for (int64_t r = 0; !max && r < rows; r++) {
             v4f v = load4(base + r * ld, w);
             m = blend(v > m, v, m); /* NaN never wins */
         }

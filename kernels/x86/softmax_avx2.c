@@ -124,7 +124,8 @@ static inline __m256 load_pad(const float *p, __m256i mk)
                             _mm256_castsi256_ps(mk));
 }
 
-void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                              float *sum)
 {
     const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
     for (int64_t c0 = 0; c0 < cols; c0 += 16) {
@@ -132,7 +133,12 @@ void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, 
         __m256i mk0 = lanes8(w), mk1 = lanes8(w - 8);
         __m256 m0 = ninf, m1 = ninf, t0 = zero, t1 = zero;
         float *base = s + c0;
-        for (int64_t r = 0; r < rows; r++) {
+        if (max) {
+            m0 = load_pad(max + c0, mk0);
+            if (w > 8)
+                m1 = load_pad(max + c0 + 8, mk1);
+        }
+        for (int64_t r = 0; !max && r < rows; r++) {
             /* NaN never wins: MAXPS returns the second operand */
             m0 = _mm256_max_ps(load_pad(base + r * ld, mk0), m0);
             if (w > 8)
@@ -176,7 +182,7 @@ void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, 
 static inline __attribute__((always_inline)) void
 thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, int rows,
           const float *b, int64_t ldb, __m256i last, float *c, int64_t ldc, int first,
-          const float *scale)
+          const float *scale, float *cmax)
 {
     __m256 acc[6][3];
     const float *ar[6];
@@ -201,6 +207,12 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, in
         }
         b += ldb;
     }
+    __m256 cm[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; v++)
+        cm[v] = !cmax ? _mm256_setzero_ps()
+                : v == nv - 1 ? _mm256_maskload_ps(cmax + 8 * v, last)
+                              : _mm256_loadu_ps(cmax + 8 * v);
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
         if (i >= rows)
@@ -220,6 +232,17 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, in
                 _mm256_maskstore_ps(cp + 8 * v, last, r);
             else
                 _mm256_storeu_ps(cp + 8 * v, r);
+            if (cmax) /* NaN never wins: MAXPS returns the second operand */
+                cm[v] = _mm256_max_ps(r, cm[v]);
+        }
+    }
+    if (cmax) {
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) {
+            if (v == nv - 1)
+                _mm256_maskstore_ps(cmax + 8 * v, last, cm[v]);
+            else
+                _mm256_storeu_ps(cmax + 8 * v, cm[v]);
         }
     }
 }
@@ -227,7 +250,7 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, in
 /* one column chunk of nv vectors, all rows, one k block */
 static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs, int64_t ps,
                        const float *b, int64_t ldb, __m256i last, float *c, int64_t ldc,
-                       int first, const float *scale)
+                       int first, const float *scale, float *cmax)
 {
     int mr = nv == 3 ? 4 : 6;
     for (int64_t i0 = 0; i0 < m; i0 += mr) {
@@ -235,16 +258,19 @@ static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs
         const float *ai = a + i0 * rs, *si = scale ? scale + i0 : NULL;
         float *ci = c + i0 * ldc;
         switch (nv) {
-        case 3: thin_tile(3, 4, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
-        case 2: thin_tile(2, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
-        default: thin_tile(1, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        case 3: thin_tile(3, 4, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
+        case 2: thin_tile(2, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
+        default: thin_tile(1, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
         }
     }
 }
 
 void lk_sgemm_thin_avx2(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc)
+                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
+                        float *cmax)
 {
+    for (int64_t j = 0; cmax && j < n; j++)
+        cmax[j] = m > 0 && k <= 0 ? 0.f : -INFINITY;
     if (m <= 0 || n <= 0)
         return;
     if (k <= 0) {
@@ -259,13 +285,15 @@ void lk_sgemm_thin_avx2(int transa, int64_t m, int64_t n, int64_t k, const float
     for (int64_t k0 = 0; k0 < k; k0 += TK) {
         int64_t kc = k - k0 < TK ? k - k0 : TK;
         int first = k0 == 0;
-        const float *sc = k0 + kc >= k ? scale : NULL;
+        int final = k0 + kc >= k;
+        const float *sc = final ? scale : NULL;
         int64_t j0 = 0;
         for (int64_t ch = 0; ch < nch; ch++) {
             int nv = (int)(nvt / nch + (ch < nvt % nch));
             int64_t w = n - j0 < 8 * nv ? n - j0 : 8 * nv;
             thin_chunk(nv, m, kc, a + k0 * ps, rs, ps, b + k0 * ldb + j0, ldb,
-                       lanes8((int)(w - 8 * (nv - 1))), c + j0, ldc, first, sc);
+                       lanes8((int)(w - 8 * (nv - 1))), c + j0, ldc, first, sc,
+                       final && cmax ? cmax + j0 : NULL);
             j0 += w;
         }
     }

@@ -107,7 +107,8 @@ float lk_softmax_exp_avx512(float *s, int64_t n)
 /* columns [0, 16*nv) of s (the last vector's lanes in `last`): with nv a
  * constant the maxima and sums stay in registers */
 static inline __attribute__((always_inline)) void
-cols_chunk(int nv, float *s, int64_t rows, int64_t ld, __mmask16 last, float *sum)
+cols_chunk(int nv, float *s, int64_t rows, int64_t ld, __mmask16 last, const float *max,
+           float *sum)
 {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps();
     __mmask16 mk[4];
@@ -118,10 +119,17 @@ cols_chunk(int nv, float *s, int64_t rows, int64_t ld, __mmask16 last, float *su
         m[v] = ninf;
         tot[v] = zero;
     }
-    for (int64_t r = 0; r < rows; r++)
+    if (max) {
 #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) /* NaN never wins: MAXPS returns the second operand */
-            m[v] = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, mk[v], s + r * ld + 16 * v), m[v]);
+        for (int v = 0; v < nv; v++)
+            m[v] = _mm512_mask_loadu_ps(ninf, mk[v], max + 16 * v);
+    } else {
+        for (int64_t r = 0; r < rows; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) /* NaN never wins: MAXPS returns the second one */
+                m[v] = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, mk[v], s + r * ld + 16 * v),
+                                     m[v]);
+    }
     /* a column of -inf (every key masked): subtract 0, giving zeros */
 #pragma GCC unroll 4
     for (int v = 0; v < nv; v++)
@@ -150,17 +158,18 @@ cols_chunk(int nv, float *s, int64_t rows, int64_t ld, __mmask16 last, float *su
         _mm512_mask_storeu_ps(sum + 16 * v, mk[v], tot[v]);
 }
 
-void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum)
+void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld,
+                                const float *max, float *sum)
 {
     for (int64_t c0 = 0; c0 < cols; c0 += 64) {
         int64_t w = cols - c0 < 64 ? cols - c0 : 64;
         int nv = (int)((w + 15) / 16);
         __mmask16 last = lanes(w - 16 * (nv - 1));
         switch (nv) {
-        case 4: cols_chunk(4, s + c0, rows, ld, last, sum + c0); break;
-        case 3: cols_chunk(3, s + c0, rows, ld, last, sum + c0); break;
-        case 2: cols_chunk(2, s + c0, rows, ld, last, sum + c0); break;
-        default: cols_chunk(1, s + c0, rows, ld, last, sum + c0); break;
+        case 4: cols_chunk(4, s + c0, rows, ld, last, max ? max + c0 : NULL, sum + c0); break;
+        case 3: cols_chunk(3, s + c0, rows, ld, last, max ? max + c0 : NULL, sum + c0); break;
+        case 2: cols_chunk(2, s + c0, rows, ld, last, max ? max + c0 : NULL, sum + c0); break;
+        default: cols_chunk(1, s + c0, rows, ld, last, max ? max + c0 : NULL, sum + c0); break;
         }
     }
 }
@@ -182,7 +191,7 @@ void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld
 static inline __attribute__((always_inline)) void
 thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, int rows,
           const float *b, int64_t ldb, __mmask16 last, float *c, int64_t ldc, int first,
-          const float *scale)
+          const float *scale, float *cmax)
 {
     __m512 acc[12][4];
     const float *ar[12];
@@ -208,6 +217,11 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, in
         }
         b += ldb;
     }
+    __m512 cm[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++)
+        cm[v] = cmax ? _mm512_maskz_loadu_ps(v == nv - 1 ? last : (__mmask16)0xFFFF, cmax + 16 * v)
+                     : _mm512_setzero_ps();
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         if (i >= rows)
@@ -222,8 +236,14 @@ thin_tile(int nv, int mr, int64_t kc, const float *a, int64_t rs, int64_t ps, in
             if (scale)
                 r = _mm512_mul_ps(r, _mm512_set1_ps(scale[i]));
             _mm512_mask_storeu_ps(cp + 16 * v, mk, r);
+            if (cmax) /* NaN never wins: MAXPS returns the second operand */
+                cm[v] = _mm512_max_ps(r, cm[v]);
         }
     }
+    if (cmax)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm512_mask_storeu_ps(cmax + 16 * v, v == nv - 1 ? last : (__mmask16)0xFFFF, cm[v]);
 }
 
 /* rows per tile for nv vectors of columns: 24 accumulators */
@@ -235,7 +255,7 @@ static int thin_mr(int nv)
 /* one column chunk of nv vectors, all rows, one k block */
 static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs, int64_t ps,
                        const float *b, int64_t ldb, __mmask16 last, float *c, int64_t ldc,
-                       int first, const float *scale)
+                       int first, const float *scale, float *cmax)
 {
     int mr = thin_mr(nv);
     for (int64_t i0 = 0; i0 < m; i0 += mr) {
@@ -243,18 +263,20 @@ static void thin_chunk(int nv, int64_t m, int64_t kc, const float *a, int64_t rs
         const float *ai = a + i0 * rs, *si = scale ? scale + i0 : NULL;
         float *ci = c + i0 * ldc;
         switch (nv) {
-        case 4: thin_tile(4, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
-        case 3: thin_tile(3, 8, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
-        case 2: thin_tile(2, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
-        default: thin_tile(1, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si); break;
+        case 4: thin_tile(4, 6, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
+        case 3: thin_tile(3, 8, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
+        case 2: thin_tile(2, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
+        default: thin_tile(1, 12, kc, ai, rs, ps, r, b, ldb, last, ci, ldc, first, si, cmax); break;
         }
     }
 }
 
 void lk_sgemm_thin_avx512(int transa, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, const float *scale, float *c,
-                          int64_t ldc)
+                          int64_t ldc, float *cmax)
 {
+    for (int64_t j = 0; cmax && j < n; j++)
+        cmax[j] = m > 0 && k <= 0 ? 0.f : -INFINITY;
     if (m <= 0 || n <= 0)
         return;
     if (k <= 0) {
@@ -270,13 +292,15 @@ void lk_sgemm_thin_avx512(int transa, int64_t m, int64_t n, int64_t k, const flo
     for (int64_t k0 = 0; k0 < k; k0 += TK) {
         int64_t kc = k - k0 < TK ? k - k0 : TK;
         int first = k0 == 0;
-        const float *sc = k0 + kc >= k ? scale : NULL;
+        int final = k0 + kc >= k;
+        const float *sc = final ? scale : NULL;
         int64_t j0 = 0;
         for (int64_t ch = 0; ch < nch; ch++) {
             int nv = (int)(nvt / nch + (ch < nvt % nch));
             int64_t w = n - j0 < 16 * nv ? n - j0 : 16 * nv;
             thin_chunk(nv, m, kc, a + k0 * ps, rs, ps, b + k0 * ldb + j0, ldb,
-                       lanes(w - 16 * (nv - 1)), c + j0, ldc, first, sc);
+                       lanes(w - 16 * (nv - 1)), c + j0, ldc, first, sc,
+                       final && cmax ? cmax + j0 : NULL);
             j0 += w;
         }
     }

@@ -12,12 +12,15 @@ extern const lk_gemm_ukr lk_gemm_ukr_avx2;
 
 float lk_softmax_exp_avx512(float *s, int64_t n);
 float lk_softmax_exp_avx2(float *s, int64_t n);
-void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
-void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, float *sum);
+void lk_softmax_exp_cols_avx512(float *s, int64_t rows, int64_t cols, int64_t ld,
+                                const float *max, float *sum);
+void lk_softmax_exp_cols_avx2(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
+                              float *sum);
 void lk_sgemm_thin_avx512(int transa, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, const float *scale, float *c,
-                          int64_t ldc);
+                          int64_t ldc, float *cmax);
 void lk_sgemm_thin_avx2(int transa, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc);
+                        const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
+                        float *cmax);
 
 #endif

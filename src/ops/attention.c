@@ -72,7 +72,7 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
 {
     const sdpa_job *j = ctx;
     float *S = j->scratch + (int64_t)lc_pool_thread_index() * j->per;
-    float *qt = S + QB * j->Lk, *ot = qt + QB * j->D, sum[QB];
+    float *qt = S + QB * j->Lk, *ot = qt + QB * j->D, sum[QB], mx[QB];
     for (int64_t t = t0; t < t1; t++) {
         int64_t bh = t / j->nblk, blk = t % j->nblk;
         int64_t b = bh / j->H, h = bh % j->H;
@@ -90,7 +90,9 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
             for (int64_t d = 0; d < j->D; d++)
                 qt[d * m + r] = q[r * j->q.sl + d];
         /* the scale multiplies the products, not q: torch's rounding */
-        lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, j->kscale, S, m);
+        /* the queries' maxima come with the product unless a mask follows */
+        float *cmax = j->mask ? NULL : mx;
+        lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, j->kscale, S, m, cmax);
         if (j->mask) {
             for (int64_t r = 0; r < m; r++) {
                 const float *mr = j->mask + b * j->mb + h * j->mh + (i0 + r) * j->mq;
@@ -102,9 +104,9 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
                 }
             }
         }
-        lk_softmax_exp_cols(S, j->Lk, m, m, sum);
+        lk_softmax_exp_cols(S, j->Lk, m, m, cmax, sum);
         invert_sums(sum, m);
-        lk_sgemm_thin(1, j->Dv, m, j->Lk, v, j->v.sl, S, m, NULL, ot, m);
+        lk_sgemm_thin(1, j->Dv, m, j->Lk, v, j->v.sl, S, m, NULL, ot, m, NULL);
         for (int64_t r = 0; r < m; r++)
             for (int64_t d = 0; d < j->Dv; d++)
                 o[r * j->ol + d] = ot[d * m + r] * sum[r];
@@ -157,7 +159,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1)
         block_rows(j, S, b, h, i0, m, nk, sum);
         if (nk > 0) {
             invert_sums(sum, m);
-            lk_sgemm_thin(0, m, j->Dv, nk, S, nk, v, j->v.sl, sum, o, j->ol);
+            lk_sgemm_thin(0, m, j->Dv, nk, S, nk, v, j->v.sl, sum, o, j->ol, NULL);
         } else {
             for (int64_t r = 0; r < m; r++)
                 for (int64_t d = 0; d < j->Dv; d++)

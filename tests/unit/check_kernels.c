@@ -345,81 +345,6 @@ START_TEST(test_sgemm_bfn)
 }
 END_TEST
 
-/* ---- lk_sgemm_thin ---- */
-
-/* C = diag(scale) A B against the double product (fp32 summation bound),
- * C's padding untouched; strided operands from mat_new */
-static void check_thin(int ta, int64_t m, int64_t n, int64_t k, int with_scale, uint64_t seed)
-{
-    mat a = ta ? mat_new(k, m, &seed) : mat_new(m, k, &seed);
-    mat b = mat_new(k, n, &seed), c = mat_new(m, n, &seed);
-    /* C is never read: NaN there; a sentinel in its padding (a NaN there
-     * could come from B's NaN padding) */
-    for (int64_t i = -1; i < m * c.ld + 16; i++)
-        c.p[i] = i >= 0 && i % c.ld < n && i / c.ld < m ? NAN : 777.f;
-    float *scale = malloc((size_t)m * sizeof(float));
-    for (int64_t i = 0; i < m; i++)
-        scale[i] = 0.25f + (float)(i % 5);
-    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c.p, c.ld);
-    double gamma = 2.0 * (double)(k + 3) * FLT_EPSILON;
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) {
-            double sum = 0, mag = 0;
-            for (int64_t p = 0; p < k; p++) {
-                double t = (double)(ta ? a.p[p * a.ld + i] : a.p[i * a.ld + p]) *
-                           b.p[p * b.ld + j];
-                sum += t;
-                mag += fabs(t);
-            }
-            double sc = with_scale ? scale[i] : 1.0;
-            double got = c.p[i * c.ld + j], bound = gamma * sc * mag + 1e-30;
-            ck_assert_msg(fabs(got - sc * sum) <= bound,
-                          "%s thin ta=%d %ldx%ldx%ld scale %d: C[%ld,%ld] = %.9g, expected %.9g",
-                          lk_sgemm_name(), ta, (long)m, (long)n, (long)k, with_scale, (long)i,
-                          (long)j, got, sc * sum);
-        }
-    for (int64_t i = -1; i < m * c.ld + 16; i++)
-        ck_assert_msg(i >= 0 && i % c.ld < n && i / c.ld < m ? 1 : c.p[i] == 777.f,
-                      "%s thin %ldx%ldx%ld wrote C padding at %ld", lk_sgemm_name(), (long)m,
-                      (long)n, (long)k, (long)i);
-    /* the same operands again: the same bits */
-    mat c2 = mat_copy(&c);
-    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c2.p, c2.ld);
-    ck_assert(!memcmp(c.base, c2.base, (size_t)(m * c.ld + 1) * sizeof(float)));
-    free(a.base), free(b.base), free(c.base), free(c2.base), free(scale);
-}
-
-START_TEST(test_sgemm_thin)
-{
-    lc_pool_init(2);
-    lk_arch want = all_archs[_i];
-    if (lk_set_arch(want) != want)
-        return;
-    /* n: one vector, a part, 40 = 2.5 vectors, 80 = 3 + 2, 160 = 4 + 3 + 3,
-     * odd widths; k: one step, across k blocks; m: tails of every tile */
-    const int64_t ns[] = {1, 7, 16, 17, 40, 64, 80, 100, 160, 200};
-    const int64_t ks[] = {1, 37, 700, 1100};
-    const int64_t ms[] = {1, 5, 13, 64};
-    uint64_t seed = 31;
-    for (int ta = 0; ta < 2; ta++) {
-        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
-            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
-                check_thin(ta, ms[(ni + ki + ta) % 4], ns[ni], ks[ki], (int)((ni + ki) & 1),
-                           seed++);
-        for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
-            check_thin(ta, ms[mi], 40, 520, 1, seed++);
-        /* attention's shapes: keys x query block x head size, and back */
-        check_thin(ta, 700, 64, 40, 0, seed++);
-        check_thin(ta, 40, 64, 700, 0, seed++);
-    }
-    /* k == 0: zeros, C not read */
-    float c[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, a[1] = {1}, b[1] = {1};
-    lk_sgemm_thin(0, 2, 3, 0, a, 1, b, 3, NULL, c, 3);
-    for (int i = 0; i < 6; i++)
-        ck_assert(c[i] == 0.f);
-}
-END_TEST
-
 /* ---- lk_softmax_exp ---- */
 
 /* A row of n scores at an odd offset inside guard floats, so a write (or,
@@ -614,7 +539,21 @@ START_TEST(test_softmax_exp_cols)
             if (cols > 3)
                 s[(rows / 2) * ld + cols - 2] = NAN;
             memcpy(in, s, (size_t)(rows * ld) * sizeof(float));
-            lk_softmax_exp_cols(s, rows, cols, ld, sum);
+            /* with the maxima given (NaN ignored): the same bits as without */
+            float *s2 = malloc((size_t)(rows * ld) * sizeof(float));
+            float *mx = malloc((size_t)cols * sizeof(float)), *sum2 = malloc((size_t)cols * 4);
+            memcpy(s2, s, (size_t)(rows * ld) * sizeof(float));
+            for (int64_t c = 0; c < cols; c++) {
+                mx[c] = -INFINITY;
+                for (int64_t r = 0; r < rows; r++)
+                    mx[c] = s[r * ld + c] > mx[c] ? s[r * ld + c] : mx[c];
+            }
+            lk_softmax_exp_cols(s2, rows, cols, ld, mx, sum2);
+            lk_softmax_exp_cols(s, rows, cols, ld, NULL, sum);
+            ck_assert_msg(!memcmp(s, s2, (size_t)(rows * ld) * sizeof(float)) &&
+                              !memcmp(sum, sum2, (size_t)cols * sizeof(float)),
+                          "%s cols: given maxima change the result", lk_softmax_name());
+            free(s2), free(mx), free(sum2);
             guards_intact(sum, cols, 1, "cols sum");
             guards_intact(s, rows * ld, 2, "cols");
             for (int64_t r = 0; r < rows; r++)
@@ -668,6 +607,98 @@ START_TEST(test_softmax_exp_matches_ref)
                       "%s vs ref n=%ld: sum %.9g vs %.9g", lk_softmax_name(), (long)n, sum, rsum);
         free(s - (GUARD - 1)), free(r - (GUARD - 1));
     }
+}
+END_TEST
+
+/* ---- lk_sgemm_thin ---- */
+
+/* C = diag(scale) A B against the double product (fp32 summation bound),
+ * C's padding untouched; strided operands from mat_new */
+static void check_thin(int ta, int64_t m, int64_t n, int64_t k, int with_scale, uint64_t seed)
+{
+    mat a = ta ? mat_new(k, m, &seed) : mat_new(m, k, &seed);
+    mat b = mat_new(k, n, &seed), c = mat_new(m, n, &seed);
+    /* C is never read: NaN there; a sentinel in its padding (a NaN there
+     * could come from B's NaN padding) */
+    for (int64_t i = -1; i < m * c.ld + 16; i++)
+        c.p[i] = i >= 0 && i % c.ld < n && i / c.ld < m ? NAN : 777.f;
+    float *scale = malloc((size_t)m * sizeof(float));
+    for (int64_t i = 0; i < m; i++)
+        scale[i] = 0.25f + (float)(i % 5);
+    float *cmax = row_new(n, 1);
+    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c.p, c.ld, cmax);
+    guards_intact(cmax, n, 1, "thin cmax");
+    for (int64_t j = 0; j < n; j++) {
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < m; i++)
+            mx = c.p[i * c.ld + j] > mx ? c.p[i * c.ld + j] : mx;
+        ck_assert_msg(cmax[j] == mx, "%s thin cmax[%ld] = %g, expected %g", lk_sgemm_name(),
+                      (long)j, cmax[j], mx);
+    }
+    free(cmax - (GUARD - 1));
+    double gamma = 2.0 * (double)(k + 3) * FLT_EPSILON;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                double t = (double)(ta ? a.p[p * a.ld + i] : a.p[i * a.ld + p]) *
+                           b.p[p * b.ld + j];
+                sum += t;
+                mag += fabs(t);
+            }
+            double sc = with_scale ? scale[i] : 1.0;
+            double got = c.p[i * c.ld + j], bound = gamma * sc * mag + 1e-30;
+            ck_assert_msg(fabs(got - sc * sum) <= bound,
+                          "%s thin ta=%d %ldx%ldx%ld scale %d: C[%ld,%ld] = %.9g, expected %.9g",
+                          lk_sgemm_name(), ta, (long)m, (long)n, (long)k, with_scale, (long)i,
+                          (long)j, got, sc * sum);
+        }
+    for (int64_t i = -1; i < m * c.ld + 16; i++)
+        ck_assert_msg(i >= 0 && i % c.ld < n && i / c.ld < m ? 1 : c.p[i] == 777.f,
+                      "%s thin %ldx%ldx%ld wrote C padding at %ld", lk_sgemm_name(), (long)m,
+                      (long)n, (long)k, (long)i);
+    /* the same operands again: the same bits */
+    mat c2 = mat_copy(&c);
+    lk_sgemm_thin(ta, m, n, k, a.p, a.ld, b.p, b.ld, with_scale ? scale : NULL, c2.p, c2.ld,
+                  NULL);
+    ck_assert(!memcmp(c.base, c2.base, (size_t)(m * c.ld + 1) * sizeof(float)));
+    free(a.base), free(b.base), free(c.base), free(c2.base), free(scale);
+}
+
+START_TEST(test_sgemm_thin)
+{
+    lc_pool_init(2);
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    /* n: one vector, a part, 40 = 2.5 vectors, 80 = 3 + 2, 160 = 4 + 3 + 3,
+     * odd widths; k: one step, across k blocks; m: tails of every tile */
+    const int64_t ns[] = {1, 7, 16, 17, 40, 64, 80, 100, 160, 200};
+    const int64_t ks[] = {1, 37, 700, 1100};
+    const int64_t ms[] = {1, 5, 13, 64};
+    uint64_t seed = 31;
+    for (int ta = 0; ta < 2; ta++) {
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
+                check_thin(ta, ms[(ni + ki + ta) % 4], ns[ni], ks[ki], (int)((ni + ki) & 1),
+                           seed++);
+        for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+            check_thin(ta, ms[mi], 40, 520, 1, seed++);
+        /* attention's shapes: keys x query block x head size, and back */
+        check_thin(ta, 700, 64, 40, 0, seed++);
+        check_thin(ta, 40, 64, 700, 0, seed++);
+    }
+    /* k == 0: zeros, C not read */
+    float c[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, a[1] = {1}, b[1] = {1}, mx[3] = {5, 5, 5};
+    lk_sgemm_thin(0, 2, 3, 0, a, 1, b, 3, NULL, c, 3, mx);
+    for (int i = 0; i < 6; i++)
+        ck_assert(c[i] == 0.f);
+    for (int i = 0; i < 3; i++)
+        ck_assert(mx[i] == 0.f);
+    /* no rows: every maximum -inf */
+    lk_sgemm_thin(0, 0, 3, 4, a, 1, b, 3, NULL, c, 3, mx);
+    for (int i = 0; i < 3; i++)
+        ck_assert(mx[i] == -INFINITY);
 }
 END_TEST
 
