@@ -7,13 +7,13 @@
  * block is owned by one task (its products run serially inside it), so
  * results are the same bits for any thread count.
  *
- * Without a causal mask the scores are kept keys x queries: S^T = K (s Qb)^T
+ * Without a causal mask the scores are kept keys x queries: S^T = s K Qb^T
  * and Out_b^T = V^T P^T are products with QB = 64 columns, four full
  * AVX-512 vectors, that read K and V in place (lk_sgemm_thin: no packing;
  * ~208 and ~200 GFLOP/s per core at head size 40, against ~178 for both
- * the other way round), and the softmax runs down columns with its maxima
- * and sums in lanes. The causal path keeps queries x keys, its blocks
- * needing a growing number of keys.
+ * the other way round), the first handing over each query's maximum, and
+ * the softmax runs down columns with its sums in lanes. The causal path
+ * keeps queries x keys, its blocks needing a growing number of keys.
  *
  * Differences from torch, on purpose: a row whose keys are all masked out
  * gives zeros, not NaN. */
@@ -49,11 +49,10 @@ typedef struct {
     const float *kscale; /* Lk copies of scale (keys x queries path) */
 } sdpa_job;
 
-/* The row softmax is the hot loop besides the GEMMs (Lq * Lk exponentials
- * per head): lk_softmax_exp, SIMD per level, leaves P unnormalised and
- * returns each row's sum; the P V rows are divided instead (Dv values a row
- * rather than Lk), inside lk_sgemm_thin, the P V product for a few
- * columns. */
+/* The softmax is the hot loop besides the products (Lq * Lk exponentials
+ * per head): lk_softmax_exp (rows) and lk_softmax_exp_cols, SIMD per level,
+ * leave P unnormalised and return each query's sum; the output rows are
+ * divided instead (Dv values a query rather than Lk). */
 
 /* row sums -> their reciprocals; an all-masked row (sum 0) is zeros */
 static void invert_sums(float *sum, int64_t m)
@@ -89,8 +88,8 @@ static void sdpa_tblocks(void *ctx, int64_t t0, int64_t t1)
         for (int64_t r = 0; r < m; r++)
             for (int64_t d = 0; d < j->D; d++)
                 qt[d * m + r] = q[r * j->q.sl + d];
-        /* the scale multiplies the products, not q: torch's rounding */
-        /* the queries' maxima come with the product unless a mask follows */
+        /* the scale multiplies the products, not q (torch's rounding); the
+         * queries' maxima come with the product unless a mask follows */
         float *cmax = j->mask ? NULL : mx;
         lk_sgemm_thin(0, j->Lk, m, j->D, k, j->k.sl, qt, m, j->kscale, S, m, cmax);
         if (j->mask) {
