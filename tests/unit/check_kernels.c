@@ -734,6 +734,7 @@ int main(void)
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
     TCase *ts = tcase_create("softmax");
+    tcase_set_timeout(ts, 60);
     tcase_add_loop_test(ts, test_softmax_exp_values, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_exact, 0, na);
     tcase_add_loop_test(ts, test_softmax_exp_special, 0, na);
