@@ -27,6 +27,7 @@ end
 
 return {
   name = "controlnet",
+  positional = "prompt", -- lucid run controlnet "a cat" ...
   description = "generate an image guided by ControlNets (edges, line art, ...)",
   options = {
     "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",

@@ -194,6 +194,7 @@ local function stem(path) return (path:gsub("%.[Pp][Nn][Gg]$", "")) end
 
 return {
   name = "delayed_negative",
+  positional = "prompt", -- lucid run delayed_negative "a cat" ...
   description = "delayed negative guidance over several start steps; per-step r_t of the cross-attention maps",
   options = {
     "model", "prompt", {"negative", required = true}, "seed", {"steps", default = 20}, "cfg",

@@ -9,6 +9,7 @@ local sampling = require "lucid.sampling"
 
 return {
   name = "img2img",
+  positional = "prompt", -- lucid run img2img "a cat" ...
   description = "re-draw an image guided by a prompt (SDEdit)",
   options = {
     "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",

@@ -16,6 +16,7 @@ local sampling = require "lucid.sampling"
 
 return {
   name = "inpaint",
+  positional = "prompt", -- lucid run inpaint "a cat" ...
   description = "re-draw the masked part of an image (white = repaint)",
   options = {
     "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",

@@ -11,6 +11,7 @@ local sampling = require "lucid.sampling"
 
 return {
   name = "negative",
+  positional = "prompt", -- lucid run negative "a cat" ...
   description = "plain CFG vs negative prompt vs the general s+/s- form, side by side",
   options = {
     "model", "prompt", {"negative", required = true}, "seed", {"steps", default = 20}, "cfg",

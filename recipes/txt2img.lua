@@ -7,6 +7,7 @@ local sampling = require "lucid.sampling"
 
 return {
   name = "txt2img",
+  positional = "prompt", -- lucid run txt2img "a cat" ...
   description = "generate an image from a text prompt",
   options = {
     "model", "prompt", "negative", "seed", {"steps", default = 20}, "cfg",

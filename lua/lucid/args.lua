@@ -144,7 +144,9 @@ local FLAG_WORDS = {["true"] = true, yes = true, on = true, ["1"] = true,
 --- Parses argv[first..] against the specs. Returns opts (with defaults
 -- filled; a list in opts.args for positional arguments when the recipe
 -- accepts them) or nil, message. opts.help is true when --help was given.
--- `positional`: nil/false rejects positional arguments.
+-- `positional`: nil/false rejects positional arguments; a declared
+-- option's name takes one bare word as that option's value; true or any
+-- other label collects them in opts.args.
 function M.parse(specs, argv, first, positional)
   local by = {}
   for _, s in ipairs(specs) do by[s.key] = s end
@@ -203,7 +205,21 @@ function M.parse(specs, argv, first, positional)
     end
     i = i + 1
   end
-  if #rest > 0 then
+  local pspec = type(positional) == "string" and by[key(positional)]
+  if pspec then
+    -- one bare word is that option ("lucid run txt2img 'a cat'")
+    local spec = pspec
+    if #rest > 1 or (#rest == 1 and given[spec.key]) then
+      local extra = given[spec.key] and rest[1] or rest[2]
+      return nil, "unexpected argument '" .. extra .. "' (--" .. spec.name ..
+        " is given already; options start with --)"
+    end
+    if #rest == 1 then
+      local v, err = check_value(spec, rest[1])
+      if v == nil then return nil, err end
+      opts[spec.key], given[spec.key] = v, true
+    end
+  elseif #rest > 0 then
     if not positional then
       return nil, "unexpected argument '" .. rest[1] .. "' (options start with --)"
     end
@@ -243,6 +259,9 @@ function M.usage(recipe, specs, invocation)
   local lines = {}
   local pos = recipe.positional
   local posname = type(pos) == "string" and pos or (pos and "ARGS..." or nil)
+  for _, s in ipairs(specs) do
+    if type(pos) == "string" and s.key == key(pos) then posname = "[" .. s.name:upper() .. "]" end
+  end
   lines[1] = "usage: " .. invocation .. " [options]" .. (posname and (" " .. posname) or "")
   if recipe.description then lines[#lines + 1] = "\n" .. recipe.description end
   lines[#lines + 1] = "\noptions:"

@@ -333,8 +333,15 @@ function M.main(argv)
     if file == nil then return usage_error("replay: missing the image file") end
     return M.replay(file, slice(list, i + 2))
   elseif cmd == "txt2img" then
+    -- the first bare word is the prompt (also for a txt2img recipe of the
+    -- user's that declares no positional); given twice, it is left bare
+    -- and the recipe's parser names the clash
     local rest = slice(list, i + 1)
-    if rest[1] and rest[1]:sub(1, 1) ~= "-" then
+    local twice = false
+    for k = 2, #rest do
+      if rest[k] == "--prompt" or rest[k]:sub(1, 9) == "--prompt=" then twice = true end
+    end
+    if rest[1] and rest[1]:sub(1, 1) ~= "-" and not twice then
       rest[1] = "--prompt=" .. rest[1]
     end
     return M.run("txt2img", rest)

@@ -177,6 +177,14 @@ printf 'return {options = {"prompt", "steps"}, run = function(o) print(o.prompt 
     >"$tmp/home2/recipes/txt2img.lua"
 LUCID_HOME="$tmp/home2" run "txt2img shorthand" 0 "$LUCID_BIN" txt2img "a red ball" --steps 3
 [ "$out" = "a red ball|3" ] && ok "txt2img passes the prompt" || not_ok "txt2img" "got: $out"
+LUCID_HOME="$tmp/home2" run "txt2img shorthand: two prompts" 2 "$LUCID_BIN" txt2img "a red ball" --prompt x
+has "txt2img shorthand: the clash is named" "$err" "unexpected argument 'a red ball'"
+# the bundled recipes take a bare word as the prompt after run too
+run "run txt2img PROMPT" 0 "$LUCID_BIN" run txt2img "a red ball" --steps 1 --out "$tmp/bare.png" --seed 3 --quiet
+run "run txt2img --prompt PROMPT" 0 "$LUCID_BIN" run txt2img --prompt "a red ball" --steps 1 --out "$tmp/named.png" --seed 3 --quiet
+cmp -s "$tmp/bare.png" "$tmp/named.png" && ok "bare and named prompt give the same image" || not_ok "bare and named prompt differ"
+run "run txt2img: a prompt twice" 2 "$LUCID_BIN" run txt2img "a" --prompt b --out "$tmp/twice.png"
+has "run txt2img: the clash is named" "$err" "--prompt is given already"
 
 # ---- replay ----
 run "replay of a missing file" 1 "$LUCID_BIN" replay "$tmp/none.png"
