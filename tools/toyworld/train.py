@@ -1,5 +1,6 @@
 """Train lucid's bundled `toyworld` model (SD 1.x diffusers layout) on the
-procedural pictures of shapes.py, on the CPU, in well under an hour.
+procedural pictures of shapes.py, on the CPU, in about an hour (the
+decoder stage can run alongside the unet stage: 45 minutes).
 
   /usr/bin/python3 tools/toyworld/train.py all --work /tmp/toyw/run \\
       --out models/toyworld
@@ -9,11 +10,13 @@ Stages (each resumes from the files of the previous one in --work):
            small KL term.
   latents  encodes a fixed set of scenes with the trained encoder (the mean)
            and sets scaling_factor = 1 / std of those latents.
+  decoder  trains the decoder alone for longer (the latents do not change).
   unet     CLIP text encoder and UNet trained jointly on SD's epsilon
            objective (scaled_linear betas 0.00085..0.012, 1000 steps); the
            prompt of each draw is drawn anew (10% empty for classifier-free
-           guidance, some partial ones for negative prompts). An EMA of the
-           weights is what gets exported.
+           guidance, some partial ones for negative prompts), with offset
+           noise and extra weight on high noise levels. An EMA of the
+           weights is what gets exported (also every 5 minutes).
   export   writes the diffusers folder (f16 weights) to --out.
 Every stage is seeded; one thread (torch.set_num_threads(1)), so a rerun
 on the same torch build gives the same weights.
