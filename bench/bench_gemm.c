@@ -189,80 +189,29 @@ static float *filled(int64_t n)
     return p;
 }
 
-/* ---- 3x3 convolution (stride 1, padding 1) two ways: lucid's conv2d op
- * (im2col slabs + lk_sgemm) and an implicit GEMM whose B panels are cut
- * straight from the input by lk_sgemm_bfn, no column buffer. ---- */
-typedef struct {
-    const float *x; /* [cin, h, w] */
-    int64_t cin, h, w;
-} conv_src;
-
-/* op(B)[(c, ky, kx), (oy, ox)] = x[c, oy + ky - 1, ox + kx - 1] (0 outside) */
-static void conv_panels(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst)
-{
-    const conv_src *s = ctx;
-    int64_t k = s->cin * 9;
-    for (int64_t q = 0; q * nr < ncols; q++) {
-        float *d = dst + q * k * nr;
-        int64_t jq = j0 + q * nr, cols = ncols - q * nr < nr ? ncols - q * nr : nr;
-        int64_t oy = jq / s->w, ox0 = jq % s->w;
-        if (cols == nr && ox0 + nr <= s->w) {
-            /* the panel is a run of one output row: copies of input rows */
-            for (int64_t c = 0; c < s->cin; c++)
-                for (int ky = 0; ky < 3; ky++) {
-                    float *row = d + (c * 3 + ky) * 3 * nr;
-                    int64_t iy = oy + ky - 1;
-                    if (iy < 0 || iy >= s->h) {
-                        memset(row, 0, 3 * (size_t)nr * sizeof(float));
-                        continue;
-                    }
-                    const float *srow = s->x + (c * s->h + iy) * s->w;
-                    for (int kx = 0; kx < 3; kx++, row += nr) {
-                        int64_t ix0 = ox0 + kx - 1;
-                        int64_t e0 = ix0 < 0 ? -ix0 : 0, e1 = ix0 + nr > s->w ? s->w - ix0 : nr;
-                        for (int64_t e = 0; e < e0; e++)
-                            row[e] = 0.f;
-                        memcpy(row + e0, srow + ix0 + e0, (size_t)(e1 - e0) * sizeof(float));
-                        for (int64_t e = e1; e < nr; e++)
-                            row[e] = 0.f;
-                    }
-                }
-            continue;
-        }
-        int one_row = ox0 + cols <= s->w;
-        for (int64_t c = 0; c < s->cin; c++)
-            for (int ky = 0; ky < 3; ky++)
-                for (int kx = 0; kx < 3; kx++) {
-                    float *row = d + ((c * 3 + ky) * 3 + kx) * nr;
-                    for (int e = 0; e < nr; e++) {
-                        int64_t y = oy, xx = ox0 + e;
-                        if (!one_row) {
-                            y = (jq + e) / s->w;
-                            xx = (jq + e) % s->w;
-                        }
-                        int64_t iy = y + ky - 1, ix = xx + kx - 1;
-                        row[e] = e < cols && iy >= 0 && iy < s->h && ix >= 0 && ix < s->w
-                                     ? s->x[(c * s->h + iy) * s->w + ix]
-                                     : 0.f;
-                    }
-                }
-    }
-}
-
+/* ---- 3x3 convolution (stride 1, padding 1) through lucid's conv2d op
+ * (lk_sconv: no column buffer), with f32 weights and with the same
+ * weights stored f16 as checkpoints keep them (widened while packing:
+ * the results must be the same bits). ---- */
 static void bench_conv(int64_t cin, int64_t hw, double min_time)
 {
     int64_t xs[4] = {1, cin, hw, hw}, ws[4] = {cin, cin, 3, 3};
-    lc_tensor *x = lc_tensor_new(LC_F32, 4, xs), *w = lc_tensor_new(LC_F32, 4, ws);
-    if (!x || !w) {
+    lc_tensor *x = lc_tensor_new(LC_F32, 4, xs), *w0 = lc_tensor_new(LC_F32, 4, ws);
+    if (!x || !w0) {
         fprintf(stderr, "bench_gemm: out of memory\n");
         exit(1);
     }
     float *xp = filled(cin * hw * hw), *wp = filled(cin * cin * 9);
     memcpy(lc_tensor_data(x), xp, (size_t)(cin * hw * hw) * sizeof(float));
-    memcpy(lc_tensor_data(w), wp, (size_t)(cin * cin * 9) * sizeof(float));
+    memcpy(lc_tensor_data(w0), wp, (size_t)(cin * cin * 9) * sizeof(float));
+    /* w16 and its exact widening w */
+    lc_tensor *w16 = lc_tensor_to(w0, LC_F16), *w = w16 ? lc_tensor_to(w16, LC_F32) : NULL;
+    if (!w) {
+        fprintf(stderr, "bench_gemm: out of memory\n");
+        exit(1);
+    }
     float *out = filled(cin * hw * hw);
     lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
-    conv_src src = {xp, cin, hw, hw};
     double flops = 2.0 * (double)cin * (double)cin * 9 * (double)(hw * hw);
     for (int threads = 1; threads <= 2; threads++) {
         lc_pool_init(threads);
@@ -270,23 +219,18 @@ static void bench_conv(int64_t cin, int64_t hw, double min_time)
             double best = 1e30, total = 0, maxrel = 0;
             for (int rep = 0; rep < 100 && (rep < 3 || total < min_time); rep++) {
                 double t0 = now();
-                if (way == 0) {
-                    lc_tensor *y = lc_conv2d(x, w, NULL, &p);
-                    if (!y) {
-                        fprintf(stderr, "bench_gemm: conv2d: %s\n", lc_errmsg());
-                        exit(1);
-                    }
-                    memcpy(out, lc_tensor_data(y), (size_t)(cin * hw * hw) * sizeof(float));
-                    lc_tensor_free(y);
-                } else {
-                    lk_sgemm_bfn(0, cin, hw * hw, cin * 9, 1.f, wp, cin * 9, conv_panels, &src,
-                                 0.f, out, hw * hw);
+                lc_tensor *y = lc_conv2d(x, way == 0 ? w : w16, NULL, &p);
+                if (!y) {
+                    fprintf(stderr, "bench_gemm: conv2d: %s\n", lc_errmsg());
+                    exit(1);
                 }
+                memcpy(out, lc_tensor_data(y), (size_t)(cin * hw * hw) * sizeof(float));
+                lc_tensor_free(y);
                 double t = now() - t0;
                 best = rep > 0 && t < best ? t : best;
                 total += t;
             }
-            if (way == 1) { /* compare with the op's result */
+            if (way == 1) { /* compare with the f32 weights' result */
                 lc_tensor *y = lc_conv2d(x, w, NULL, &p);
                 const float *yp = lc_tensor_data(y);
                 for (int64_t i = 0; i < cin * hw * hw; i++) {
@@ -295,7 +239,7 @@ static void bench_conv(int64_t cin, int64_t hw, double min_time)
                 }
                 lc_tensor_free(y);
             }
-            const char *name = way == 0 ? "conv2d op" : "implicit bfn";
+            const char *name = way == 0 ? "conv2d f32 w" : "conv2d f16 w";
             printf("conv3x3 %4ldch %3ldx%-3ld %-15s %3d %8.1f GFLOP/s %8.2f ms %7.2g\n",
                    (long)cin, (long)hw, (long)hw, name, threads, flops / best / 1e9, best * 1e3,
                    maxrel);
@@ -306,7 +250,7 @@ static void bench_conv(int64_t cin, int64_t hw, double min_time)
         }
     }
     free(xp), free(wp), free(out);
-    lc_tensor_free(x), lc_tensor_free(w);
+    lc_tensor_free(x), lc_tensor_free(w0), lc_tensor_free(w16), lc_tensor_free(w);
 }
 
 int main(int argc, char **argv)

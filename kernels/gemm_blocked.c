@@ -3,7 +3,10 @@
  * Per pass over a range of C's columns: op(B) is packed once into nr-wide
  * panels shared by all threads, then C is cut into mc x nc blocks, one pool
  * task each; a task packs its rows of op(A) kc columns at a time into a
- * per-thread buffer and runs the micro-kernel over its block.
+ * per-thread buffer and runs the micro-kernel over its block. Operands
+ * stored f16 or bf16 are widened as they are packed, and a convolution's
+ * column matrix (lk_sconv) is gathered from its input as op(A) is packed:
+ * neither is ever stored whole in f32.
  *
  * Determinism: every element of C is  for each kc block in order:
  * acc = fma chain over the block from 0, then C = alpha*acc + beta*C (beta =
@@ -16,6 +19,7 @@
 #include <string.h>
 
 #include "core/pool.h"
+#include "ref/ref.h"
 
 /* packed op(B) per pass, in floats: bounds the shared buffer (16 MB) */
 #define BPACK_CAP (4 << 20)
@@ -37,15 +41,15 @@ typedef struct {
     int transa, transb;
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
-    const float *a, *b;
+    const void *a, *b;
+    lk_elt at, bt;
     float *c;
+    const lk_im2col *im2col; /* op(B) is this convolution's column matrix */
     /* the current pass: columns [j0, j0 + nw) of C */
     int64_t j0, nw;
     float *bp;
     int64_t mc, nc, nblocks;
     int ct; /* computing C^T: element (i, j) of this job lives at c[j*ldc + i] */
-    lk_gemm_bfn bfn; /* when set, writes the panels of op(B) in place of pack_b */
-    void *bctx;
 } gemm_job;
 
 static int64_t min64(int64_t x, int64_t y)
@@ -63,10 +67,15 @@ static void pack_b_panels(void *ctx, int64_t q0, int64_t q1)
     const gemm_job *j = ctx;
     int nr = j->u->nr;
     int64_t col = j->j0 + q0 * nr, ncols = min64(q1 * nr, j->nw) - q0 * nr;
-    if (j->bfn)
-        j->bfn(j->bctx, col, ncols, nr, j->bp + q0 * j->k * nr);
+    float *dst = j->bp + q0 * j->k * nr;
+    if (!j->im2col)
+        j->u->pack_b(j->transb, j->b, j->bt, j->ldb, j->k, col, ncols, dst);
+    else if (j->u->pack_b_im2col)
+        j->u->pack_b_im2col(j->im2col, j->k, col, ncols, dst);
     else
-        j->u->pack_b(j->transb, j->b, j->ldb, j->k, col, ncols, j->bp + q0 * j->k * nr);
+        for (int64_t q = 0; q * nr < ncols; q++)
+            lk_im2col_pack_ref(j->im2col, col + q * nr, (int)min64(nr, ncols - q * nr), 0, j->k,
+                               nr, dst + q * j->k * nr);
 }
 
 static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, int64_t jw)
@@ -76,7 +85,7 @@ static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, in
     for (int64_t pc = 0; pc < j->k; pc += u->kc) {
         int64_t kcb = min64(u->kc, j->k - pc);
         for (int64_t ir = 0; ir < mw; ir += mr)
-            u->pack_a(j->transa, j->a, j->lda, i0 + ir, (int)min64(mr, mw - ir), pc, kcb,
+            u->pack_a(j->transa, j->a, j->at, j->lda, i0 + ir, (int)min64(mr, mw - ir), pc, kcb,
                       apack + (ir / mr) * kcb * mr);
         float beta = pc == 0 ? j->beta : 1.f;
         for (int64_t jr = 0; jr < jw; jr += nr) {
@@ -166,32 +175,32 @@ static int swap_pays(const lk_gemm_ukr *u, int64_t m, int64_t n, int64_t k)
     return u->kernel_ct && k >= u->kc && 5 * pack_traffic(u, n, m) < 4 * pack_traffic(u, m, n);
 }
 
-static int gemm_run(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
-                    int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, lk_gemm_bfn bfn, void *bctx, float beta, float *c,
-                    int64_t ldc)
+int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
 {
-    if (m <= 0 || n <= 0)
+    if (g->m <= 0 || g->n <= 0)
         return 0;
     if ((int64_t)u->mc * u->kc > APACK_FLOATS)
         return -1;
-    if (k <= 0) {
-        scale_c(c, ldc, m, n, beta);
+    if (g->k <= 0) {
+        scale_c(g->c, g->ldc, g->m, g->n, g->beta);
         return 0;
     }
-    gemm_job j = {.u = u, .transa = transa, .transb = transb, .m = m, .n = n, .k = k,
-                  .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta,
-                  .a = a, .b = b, .c = c, .bfn = bfn, .bctx = bctx};
-    if (!bfn && swap_pays(u, m, n, k)) {
+    gemm_job j = {.u = u, .transa = g->transa, .transb = g->transb, .m = g->m, .n = g->n,
+                  .k = g->k, .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc, .alpha = g->alpha,
+                  .beta = g->beta, .a = g->a, .b = g->b, .at = g->at, .bt = g->bt, .c = g->c,
+                  .im2col = g->im2col};
+    if (!g->im2col && swap_pays(u, j.m, j.n, j.k)) {
         /* C^T = op(B)^T op(A)^T: the wide operand becomes A, packed block by
          * block as it is used, instead of in a pass of its own. Each
          * element's products and sums are the same, so are its bits. */
-        j = (gemm_job){.u = u, .transa = !transb, .transb = !transa, .m = n, .n = m, .k = k,
-                       .lda = ldb, .ldb = lda, .ldc = ldc, .alpha = alpha, .beta = beta,
-                       .a = b, .b = a, .c = c, .ct = 1};
-        m = j.m;
-        n = j.n;
+        j.transa = !g->transb, j.transb = !g->transa;
+        j.m = g->n, j.n = g->m;
+        j.lda = g->ldb, j.ldb = g->lda;
+        j.a = g->b, j.b = g->a;
+        j.at = g->bt, j.bt = g->at;
+        j.ct = 1;
     }
+    int64_t n = j.n, k = j.k;
     int64_t panels_per_pass = BPACK_CAP / (k * u->nr);
     if (panels_per_pass < 1)
         panels_per_pass = 1;
@@ -211,53 +220,5 @@ static int gemm_run(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int
         if (pack_pass(&j) != 0 || compute_pass(&j) != 0)
             return 0;
     }
-    return 0;
-}
-
-int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
-                    int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, float beta, float *c, int64_t ldc)
-{
-    return gemm_run(u, transa, transb, m, n, k, alpha, a, lda, b, ldb, NULL, NULL, beta, c, ldc);
-}
-
-int lk_gemm_blocked_bfn(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
-                        float alpha, const float *a, int64_t lda, lk_gemm_bfn bfn, void *bctx,
-                        float beta, float *c, int64_t ldc)
-{
-    return gemm_run(u, transa, 0, m, n, k, alpha, a, lda, NULL, 0, bfn, bctx, beta, c, ldc);
-}
-
-size_t lk_gemm_packed_b_floats(const lk_gemm_ukr *u, int64_t k, int64_t n)
-{
-    return (size_t)cdiv(n, u->nr) * (size_t)k * (size_t)u->nr;
-}
-
-int lk_gemm_pack_b(const lk_gemm_ukr *u, int transb, int64_t k, int64_t n, const float *b,
-                   int64_t ldb, float *dst)
-{
-    if (k <= 0 || n <= 0)
-        return 0;
-    gemm_job j = {.u = u, .transb = transb, .n = n, .k = k, .ldb = ldb, .b = b,
-                  .j0 = 0, .nw = n, .bp = dst};
-    return pack_pass(&j) != 0 ? -1 : 0;
-}
-
-int lk_gemm_blocked_packed(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
-                           float alpha, const float *a, int64_t lda, const float *bp, float beta,
-                           float *c, int64_t ldc)
-{
-    if (m <= 0 || n <= 0)
-        return 0;
-    if ((int64_t)u->mc * u->kc > APACK_FLOATS)
-        return -1;
-    if (k <= 0) {
-        scale_c(c, ldc, m, n, beta);
-        return 0;
-    }
-    gemm_job j = {.u = u, .transa = transa, .m = m, .n = n, .k = k, .lda = lda, .ldc = ldc,
-                  .alpha = alpha, .beta = beta, .a = a, .c = c,
-                  .j0 = 0, .nw = n, .bp = (float *)bp};
-    compute_pass(&j);
     return 0;
 }

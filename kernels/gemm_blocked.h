@@ -7,9 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Writes columns [j0, j0+ncols) of op(B), all k rows, as ceil(ncols/nr)
- * panels dst[panel][k][nr], zero past ncols (the public lk_pack_b_fn). */
-typedef void (*lk_gemm_bfn)(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst);
+#include "kernels.h"
 
 typedef struct lk_gemm_ukr {
     const char *name;
@@ -24,37 +22,37 @@ typedef struct lk_gemm_ukr {
      * (the driver computes C^T = op(B)^T op(A)^T when that packs less) */
     void (*kernel_ct)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
                       float alpha, float beta, int mr_eff, int nr_eff);
-    /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff zero */
-    void (*pack_a)(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
-                   int64_t kc, float *dst);
+    /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff
+     * zero; A's elements stored as t */
+    void (*pack_a)(int trans, const void *a, lk_elt t, int64_t lda, int64_t i0, int mr_eff,
+                   int64_t p0, int64_t kc, float *dst);
     /* op(B)[0:k, j0:j0+ncols] into ceil(ncols/nr) panels dst[panel][k][nr],
      * columns past ncols zero (several panels at once: B's rows are then
-     * read in longer runs) */
-    void (*pack_b)(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
-                   float *dst);
+     * read in longer runs); B's elements stored as t */
+    void (*pack_b)(int trans, const void *b, lk_elt t, int64_t ldb, int64_t k, int64_t j0,
+                   int64_t ncols, float *dst);
+    /* pack_b for a convolution's column matrix col (k x pixels), cut from
+     * its input (NULL: lk_im2col_pack_ref panel by panel) */
+    void (*pack_b_im2col)(const lk_im2col *g, int64_t k, int64_t j0, int64_t ncols, float *dst);
 } lk_gemm_ukr;
+
+/* One product for the driver: C = alpha op(A) op(B) + beta C, A and B
+ * stored as at and bt. With im2col set, op(B) is that convolution's column
+ * matrix (k x n output pixels), packed straight from its input (b, bt,
+ * transb unused). */
+typedef struct {
+    int transa, transb;
+    int64_t m, n, k;
+    float alpha, beta;
+    const void *a, *b;
+    lk_elt at, bt;
+    int64_t lda, ldb, ldc;
+    float *c;
+    const lk_im2col *im2col;
+} lk_gemm_args;
 
 /* lk_sgemm's contract, on the pool. Returns 0, or -1 if a packing buffer
  * could not be allocated (C untouched; the caller falls back). */
-int lk_gemm_blocked(const lk_gemm_ukr *u, int transa, int transb, int64_t m, int64_t n,
-                    int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-                    int64_t ldb, float beta, float *c, int64_t ldc);
-
-/* lk_gemm_blocked with op(B)'s panels written by bfn (from pool threads,
- * in parallel) instead of packed from a matrix */
-int lk_gemm_blocked_bfn(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
-                        float alpha, const float *a, int64_t lda, lk_gemm_bfn bfn, void *bctx,
-                        float beta, float *c, int64_t ldc);
-
-/* op(B) packed once for several products (lk_sgemm_pack_b): the panels
- * for all of k x n, lk_gemm_packed_b_floats() floats at dst (64-byte
- * aligned). Returns -1 if interrupted. */
-size_t lk_gemm_packed_b_floats(const lk_gemm_ukr *u, int64_t k, int64_t n);
-int lk_gemm_pack_b(const lk_gemm_ukr *u, int transb, int64_t k, int64_t n, const float *b,
-                   int64_t ldb, float *dst);
-/* lk_gemm_blocked with op(B) already packed by the same u: the same bits */
-int lk_gemm_blocked_packed(const lk_gemm_ukr *u, int transa, int64_t m, int64_t n, int64_t k,
-                           float alpha, const float *a, int64_t lda, const float *bp, float beta,
-                           float *c, int64_t ldc);
+int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g);
 
 #endif

@@ -20,32 +20,36 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
 
-/* op(B) packed once for several products with the same B, e.g. attention's
- * K and V across query blocks: saves packing B on every call. Owns a copy
- * (b may change or go afterwards). NULL when out of memory (lc_err set). */
-typedef struct lk_sgemm_bpack lk_sgemm_bpack;
-lk_sgemm_bpack *lk_sgemm_pack_b(int transb, int64_t k, int64_t n, const float *b, int64_t ldb);
-/* The same into p's storage, grown if needed (p NULL: a new one): one pack
- * per thread reused across heads avoids fresh pages on every call. Returns
- * p (or the new pack), NULL on failure (p is then still valid). */
-lk_sgemm_bpack *lk_sgemm_repack_b(lk_sgemm_bpack *p, int transb, int64_t k, int64_t n,
-                                  const float *b, int64_t ldb);
-void lk_sgemm_bpack_free(lk_sgemm_bpack *p);
-/* lk_sgemm with op(B) from p (its k x n): the same bits as lk_sgemm on the
- * original B. */
-void lk_sgemm_packed(int transa, int64_t m, float alpha, const float *a, int64_t lda,
-                     const lk_sgemm_bpack *p, float beta, float *c, int64_t ldc);
+/* Element types a GEMM operand may be stored in: weights stay half-size in
+ * memory and are widened to f32 while packing (exactly: every f16 and
+ * bf16 value is an f32), so the result has the same bits as lk_sgemm on
+ * the widened operand. */
+typedef enum { LK_F32 = 0, LK_F16, LK_BF16 } lk_elt;
 
-/* lk_sgemm with op(B) written by the caller straight into the packed
- * layout, for a B that is computed rather than stored (conv2d's im2col: no
- * column buffer, no second pass over it). fn writes columns [j0, j0+ncols)
- * of op(B), all k rows, as ceil(ncols/nr) panels dst[q][p][c] =
- * op(B)[p, j0 + q*nr + c] (each panel k*nr floats, 64-byte aligned), zeros
- * for columns past ncols. It is called from pool threads, in parallel, for
- * disjoint column ranges. The same bits as lk_sgemm on the materialised B. */
-typedef void (*lk_pack_b_fn)(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst);
-void lk_sgemm_bfn(int transa, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                  int64_t lda, lk_pack_b_fn fn, void *ctx, float beta, float *c, int64_t ldc);
+/* lk_sgemm with B stored as bt (f32, IEEE half or bfloat16) */
+void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float *a, int64_t lda, const void *b, lk_elt bt, int64_t ldb,
+                    float beta, float *c, int64_t ldc);
+
+/* One image-group of a 2-d convolution, as torch's F.conv2d: x is [C, H,
+ * W] contiguous, the output OH x OW. Its column matrix col[k, p] has a row
+ * per (channel, kernel row, kernel column), k = (c*kh + ki)*kw + kj, and a
+ * column per output pixel p = oy*OW + ox: x[c, oy*sh - ph + ki*dh, ox*sw -
+ * pw + kj*dw], 0 outside x. */
+typedef struct {
+    const float *x;
+    int64_t C, H, W, OH, OW;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+} lk_im2col;
+
+/* out[o*ldo + p] = alpha * sum_k w[o*ldw + k] col[k, p] + beta * out[o*ldo
+ * + p] for o < cout, all p: a convolution without its column matrix ever
+ * being stored (the GEMM packs its pieces straight from x). w is stored as
+ * wt. On the pool; the same bits for any thread count, and the same as
+ * lk_sgemm(0, 0, cout, P, K, alpha, w, ldw, col, P, beta, out, ldo) on the
+ * materialised col (and f32 w). */
+void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_t ldw,
+              float alpha, float beta, float *out, int64_t ldo);
 
 /* One row of attention scores through an unnormalised softmax, in place:
  * s[j] = exp(s[j] - max(s)), returning the sum of the new s[j] (the

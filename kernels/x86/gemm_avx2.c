@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "../gemm_blocked.h"
+#include "../ref/ref.h"
 #include "x86.h"
 
 #define MR 6
@@ -91,40 +92,48 @@ static void kernel_6x16_ct(int64_t kc, const float *ap, const float *bp, float *
         }
 }
 
+static inline float elt(const void *p, lk_elt t, int64_t i)
+{
+    if (t == LK_F16)
+        return _cvtsh_ss(((const uint16_t *)p)[i]);
+    if (t == LK_BF16)
+        return lk_elt_get(p, LK_BF16, i);
+    return ((const float *)p)[i];
+}
+
 /* dst[p*w + r] = op(X)[r, p] for r < rows, zero for rows <= r < w, where
- * op(X)[r, p] = src[r*rs + p*ps] */
-static void pack_panel(const float *src, int64_t rs, int64_t ps, int rows, int64_t kc, int w,
-                       float *dst)
+ * op(X)[r, p] = src[off + r*rs + p*ps], stored as t */
+static void pack_panel(const void *src, lk_elt t, int64_t off, int64_t rs, int64_t ps, int rows,
+                       int64_t kc, int w, float *dst)
 {
     for (int64_t p = 0; p < kc; p++) {
-        const float *s = src + p * ps;
         float *d = dst + p * w;
         int r = 0;
         for (; r < rows; r++)
-            d[r] = s[r * rs];
+            d[r] = elt(src, t, off + p * ps + r * rs);
         for (; r < w; r++)
             d[r] = 0.f;
     }
 }
 
-static void pack_a(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
-                   int64_t kc, float *dst)
+static void pack_a(int trans, const void *a, lk_elt t, int64_t lda, int64_t i0, int mr_eff,
+                   int64_t p0, int64_t kc, float *dst)
 {
     if (trans)
-        pack_panel(a + p0 * lda + i0, 1, lda, mr_eff, kc, MR, dst);
+        pack_panel(a, t, p0 * lda + i0, 1, lda, mr_eff, kc, MR, dst);
     else
-        pack_panel(a + i0 * lda + p0, lda, 1, mr_eff, kc, MR, dst);
+        pack_panel(a, t, i0 * lda + p0, lda, 1, mr_eff, kc, MR, dst);
 }
 
-static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
-                   float *dst)
+static void pack_b(int trans, const void *b, lk_elt t, int64_t ldb, int64_t k, int64_t j0,
+                   int64_t ncols, float *dst)
 {
     for (int64_t q = 0; q * NR < ncols; q++) {
         int nre = (int)(ncols - q * NR < NR ? ncols - q * NR : NR);
         if (trans)
-            pack_panel(b + (j0 + q * NR) * ldb, ldb, 1, nre, k, NR, dst + q * k * NR);
+            pack_panel(b, t, (j0 + q * NR) * ldb, ldb, 1, nre, k, NR, dst + q * k * NR);
         else
-            pack_panel(b + j0 + q * NR, 1, ldb, nre, k, NR, dst + q * k * NR);
+            pack_panel(b, t, j0 + q * NR, 1, ldb, nre, k, NR, dst + q * k * NR);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../gemm_blocked.h"
+#include "../ref/ref.h"
 #include "x86.h"
 
 #define MR 14
@@ -159,10 +160,30 @@ static void kernel_14x32_ct(int64_t kc, const float *ap, const float *bp, float 
         tile(1, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
 }
 
+/* 16 elements at src (stored as t), lanes outside m zero, as f32; always
+ * inlined with a constant t */
+static inline __attribute__((always_inline)) __m512 load16(const void *src, int64_t off, lk_elt t,
+                                                             __mmask16 m)
+{
+    if (t == LK_F16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off));
+    if (t == LK_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off)), 16));
+    return _mm512_maskz_loadu_ps(m, (const float *)src + off);
+}
+
+static inline __attribute__((always_inline)) void prefetch(const void *src, int64_t off, lk_elt t)
+{
+    size_t sz = t == LK_F32 ? 4 : 2;
+    _mm_prefetch((const char *)src + (off + 64) * (int64_t)sz, _MM_HINT_T0);
+}
+
 /* dst[p*w + r] = src[r*ld + p] for r < rows, zero for rows <= r < w
  * (w <= 32, a multiple of 16 or below it): the transposing case of both
  * packers. */
-static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int w, float *dst)
+static inline __attribute__((always_inline)) void
+pack_strided_t(const void *src, lk_elt t, int64_t ld, int rows, int64_t kc, int w, float *dst)
 {
     for (int r0 = 0; r0 < w; r0 += 16) {
         __mmask16 smask = lanes(w - r0);
@@ -173,11 +194,11 @@ static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) {
                 if (r0 + q < rows) {
-                    const float *s = src + (r0 + q) * ld + p0;
+                    int64_t off = (r0 + q) * ld + p0;
                     /* the rows are far apart (often 4 KB multiples): fetch
                      * ahead rather than wait on each row's stream */
-                    _mm_prefetch((const char *)(s + 64), _MM_HINT_T0);
-                    v[q] = _mm512_maskz_loadu_ps(lmask, s);
+                    prefetch(src, off, t);
+                    v[q] = load16(src, off, t, lmask);
                 } else {
                     v[q] = _mm512_setzero_ps();
                 }
@@ -191,47 +212,177 @@ static void pack_strided(const float *src, int64_t ld, int rows, int64_t kc, int
     }
 }
 
+static void pack_strided(const void *src, lk_elt t, int64_t ld, int rows, int64_t kc, int w,
+                         float *dst)
+{
+    if (t == LK_F16)
+        pack_strided_t(src, LK_F16, ld, rows, kc, w, dst);
+    else if (t == LK_BF16)
+        pack_strided_t(src, LK_BF16, ld, rows, kc, w, dst);
+    else
+        pack_strided_t(src, LK_F32, ld, rows, kc, w, dst);
+}
+
 /* dst[p*w + j] = src[p*ld + j] for j < cols, zero for cols <= j < w */
-static void pack_contig(const float *src, int64_t ld, int cols, int64_t kc, int w, float *dst)
+static void pack_contig(const void *src, lk_elt t, int64_t ld, int cols, int64_t kc, int w,
+                        float *dst)
 {
     for (int64_t p = 0; p < kc; p++)
         for (int j0 = 0; j0 < w; j0 += 16)
             _mm512_mask_storeu_ps(dst + p * w + j0, lanes(w - j0),
-                                  _mm512_maskz_loadu_ps(lanes(cols - j0), src + p * ld + j0));
+                                  load16(src, p * ld + j0, t, lanes(cols - j0)));
 }
 
-static void pack_a(int trans, const float *a, int64_t lda, int64_t i0, int mr_eff, int64_t p0,
-                   int64_t kc, float *dst)
+static inline const void *elt_at(const void *p, lk_elt t, int64_t off)
+{
+    return (const char *)p + off * (t == LK_F32 ? 4 : 2);
+}
+
+static void pack_a(int trans, const void *a, lk_elt t, int64_t lda, int64_t i0, int mr_eff,
+                   int64_t p0, int64_t kc, float *dst)
 {
     if (trans)
-        pack_contig(a + p0 * lda + i0, lda, mr_eff, kc, MR, dst);
+        pack_contig(elt_at(a, t, p0 * lda + i0), t, lda, mr_eff, kc, MR, dst);
     else
-        pack_strided(a + i0 * lda + p0, lda, mr_eff, kc, MR, dst);
+        pack_strided(elt_at(a, t, i0 * lda + p0), t, lda, mr_eff, kc, MR, dst);
 }
 
-static void pack_b(int trans, const float *b, int64_t ldb, int64_t k, int64_t j0, int64_t ncols,
-                   float *dst)
+/* B's rows in order across all the panels: read in long runs, not 128-byte
+ * pieces a whole row apart (a new page each) */
+static inline __attribute__((always_inline)) void
+pack_b_rows(const void *b, lk_elt t, int64_t ldb, int64_t k, int64_t npan, int64_t ncols,
+            float *dst)
+{
+    for (int64_t p = 0; p < k; p++) {
+        prefetch(b, p * ldb + 8 * ldb - 64, t);
+        for (int64_t q = 0; q < npan; q++) {
+            int64_t c = ncols - q * NR;
+            float *d = dst + q * k * NR + p * NR;
+            _mm512_store_ps(d, load16(b, p * ldb + q * NR, t, lanes((int)(c < 16 ? c : 16))));
+            _mm512_store_ps(d + 16, load16(b, p * ldb + q * NR + 16, t,
+                                           lanes((int)(c - 16 < 16 ? c - 16 : 16))));
+        }
+    }
+}
+
+static void pack_b(int trans, const void *b, lk_elt t, int64_t ldb, int64_t k, int64_t j0,
+                   int64_t ncols, float *dst)
 {
     int64_t npan = (ncols + NR - 1) / NR;
     if (trans) {
         for (int64_t q = 0; q < npan; q++) {
             int nre = (int)(ncols - q * NR < NR ? ncols - q * NR : NR);
-            pack_strided(b + (j0 + q * NR) * ldb, ldb, nre, k, NR, dst + q * k * NR);
+            pack_strided(elt_at(b, t, (j0 + q * NR) * ldb), t, ldb, nre, k, NR, dst + q * k * NR);
         }
         return;
     }
-    /* row by row across all the panels: B's rows are read in long runs, not
-     * 128-byte pieces a whole row apart (a new page each) */
-    for (int64_t p = 0; p < k; p++) {
-        const float *src = b + p * ldb + j0;
-        _mm_prefetch((const char *)(src + 8 * ldb), _MM_HINT_T0);
-        for (int64_t q = 0; q < npan; q++) {
-            int64_t c = ncols - q * NR;
-            float *d = dst + q * k * NR + p * NR;
-            _mm512_store_ps(d, _mm512_maskz_loadu_ps(lanes((int)(c < 16 ? c : 16)), src + q * NR));
-            _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(lanes((int)(c - 16 < 16 ? c - 16 : 16)),
-                                                          src + q * NR + 16));
+    b = elt_at(b, t, j0);
+    if (t == LK_F16)
+        pack_b_rows(b, LK_F16, ldb, k, npan, ncols, dst);
+    else if (t == LK_BF16)
+        pack_b_rows(b, LK_BF16, ldb, k, npan, ncols, dst);
+    else
+        pack_b_rows(b, LK_F32, ldb, k, npan, ncols, dst);
+}
+
+/* Pixels [p0, p0+rows) (rows <= 16) of a convolution's column matrix, k
+ * rows from k0, as dst[q*ld + r], lanes past rows zero: half an nr-wide
+ * panel. The pixels fall in a few runs along output rows ("segments"); for
+ * one kernel tap (ki, kj) every segment reads a fixed offset of each input
+ * channel, so offsets and lane masks are worked out once per tap and each
+ * k row then costs a masked load per segment (a gather when the stride is
+ * not 1). */
+#define TAP_MAX 64 /* taps planned per strip; larger kernels use the reference */
+typedef struct {
+    int nseg;
+    __mmask16 mask[16];
+    int64_t off[16]; /* element offset inside a channel of lane 0 (unit stride) */
+} tap_plan;
+
+static void im2col_strip(const lk_im2col *g, int64_t p0, int rows, int64_t k0, int64_t kc,
+                         int64_t ld, float *dst)
+{
+    int64_t khw = g->kh * g->kw;
+    int unit = g->sw == 1;
+    int nseg = 0, seg_r0[16], seg_r1[16];
+    int64_t seg_oy[16], seg_ox[16];
+    for (int r = 0; r < rows;) {
+        int64_t p = p0 + r, oy = p / g->OW, ox = p % g->OW;
+        int n = (int)(g->OW - ox < rows - r ? g->OW - ox : rows - r);
+        seg_r0[nseg] = r, seg_r1[nseg] = r + n, seg_oy[nseg] = oy, seg_ox[nseg] = ox;
+        nseg++;
+        r += n;
+    }
+    tap_plan plan[TAP_MAX];
+    __m512i gidx[TAP_MAX];
+    __mmask16 gmask[TAP_MAX];
+    int64_t first = k0 % khw, ntaps = kc < khw ? kc : khw;
+    for (int64_t tq = 0; tq < ntaps; tq++) {
+        int64_t tap = (first + tq) % khw, ki = tap / g->kw, kj = tap % g->kw;
+        tap_plan *pl = &plan[tap];
+        pl->nseg = 0;
+        _Alignas(64) int32_t idx[16] = {0};
+        __mmask16 gm = 0;
+        for (int s = 0; s < nseg; s++) {
+            int64_t iy = seg_oy[s] * g->sh - g->ph + ki * g->dh;
+            if (iy < 0 || iy >= g->H)
+                continue;
+            if (unit) {
+                /* lane r reads column ix0 + r */
+                int64_t ix0 = seg_ox[s] - g->pw + kj * g->dw - seg_r0[s];
+                int64_t lo = -ix0 > seg_r0[s] ? -ix0 : seg_r0[s];
+                int64_t hi = g->W - ix0 < seg_r1[s] ? g->W - ix0 : seg_r1[s];
+                if (lo >= hi)
+                    continue;
+                pl->mask[pl->nseg] = (__mmask16)(lanes((int)hi) & ~lanes((int)lo));
+                pl->off[pl->nseg] = iy * g->W + ix0;
+                pl->nseg++;
+            } else {
+                for (int r = seg_r0[s]; r < seg_r1[s]; r++) {
+                    int64_t ix = (seg_ox[s] + r - seg_r0[s]) * g->sw - g->pw + kj * g->dw;
+                    if (ix >= 0 && ix < g->W) {
+                        idx[r] = (int32_t)(iy * g->W + ix);
+                        gm |= (__mmask16)(1u << r);
+                    }
+                }
+            }
         }
+        gidx[tap] = _mm512_load_si512(idx);
+        gmask[tap] = gm;
+    }
+    int64_t c = k0 / khw, tap = first, HW = g->H * g->W;
+    for (int64_t q = 0; q < kc; q++) {
+        const float *xc = g->x + c * HW;
+        __m512 v = _mm512_setzero_ps();
+        if (unit) {
+            const tap_plan *pl = &plan[tap];
+            for (int s = 0; s < pl->nseg; s++)
+                v = _mm512_mask_loadu_ps(v, pl->mask[s], xc + pl->off[s]);
+        } else if (gmask[tap]) {
+            v = _mm512_mask_i32gather_ps(v, gmask[tap], gidx[tap], xc, 4);
+        }
+        _mm512_storeu_ps(dst + q * ld, v);
+        if (++tap == khw)
+            tap = 0, c++;
+    }
+}
+
+static void pack_b_im2col(const lk_im2col *g, int64_t k, int64_t j0, int64_t ncols, float *dst)
+{
+    /* gather offsets are 32-bit: past that (or with huge kernels) the
+     * reference */
+    int small = g->H * g->W < ((int64_t)1 << 31);
+    for (int64_t q = 0; q * NR < ncols; q++) {
+        float *d = dst + q * k * NR;
+        int64_t p0 = j0 + q * NR, left = ncols - q * NR;
+        int cols = (int)(left < NR ? left : NR);
+        if (g->kh * g->kw > TAP_MAX || (!small && g->sw != 1)) {
+            lk_im2col_pack_ref(g, p0, cols, 0, k, NR, d);
+            continue;
+        }
+        for (int h = 0; h < NR; h += 16)
+            im2col_strip(g, p0 + h, cols - h < 0 ? 0 : cols - h > 16 ? 16 : cols - h, 0, k, NR,
+                         d + h);
     }
 }
 
@@ -242,4 +393,5 @@ const lk_gemm_ukr lk_gemm_ukr_avx512 = {
     .kernel_ct = kernel_14x32_ct,
     .pack_a = pack_a,
     .pack_b = pack_b,
+    .pack_b_im2col = pack_b_im2col,
 };

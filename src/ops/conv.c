@@ -1,10 +1,11 @@
-/* 2-d convolution as torch's F.conv2d: an implicit im2col GEMM per image and group.
+/* 2-d convolution as torch's F.conv2d: one lk_sconv per image and group.
  *
  * out[n, g*Og + o, p] = sum_k W_g[o, k] * col[k, p] + bias, where k runs over
  * (input channel of the group, kernel row, kernel column) and p over output
- * pixels. The column matrix is never materialised (see conv_panels). A
- * 1x1 stride-1 unpadded conv is a GEMM straight on the input. lk_sgemm_bfn
- * gives the same bits for any thread count. */
+ * pixels. The column matrix is never stored: the GEMM gathers its pieces
+ * from the input as it packs them, and f16/bf16 weights are widened as they
+ * are packed, so a checkpoint's weights stay half-size in memory. The same
+ * bits for any thread count. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,80 +13,6 @@
 #include "kernels.h"
 #include "ops.h"
 #include "ops/prof.h"
-
-/* The column matrix is never stored: lk_sgemm_bfn asks for its packed
- * panels and they are cut straight from the input (implicit GEMM), which
- * saves writing and re-reading a K x P buffer (measured on a 320-channel
- * 3x3 conv at 64x64: 192 vs 156 GFLOP/s per core). */
-typedef struct {
-    const float *x; /* one image-group: [Cg, H, W] */
-    int64_t H, W, OW, kh, kw, K;
-    int64_t sh, sw, ph, pw, dh, dw;
-} panel_src;
-
-/* op(B)[(c, ki, kj), (oy, ox)] = x[c, oy*sh - ph + ki*dh, ox*sw - pw + kj*dw]
- * (0 outside), written as panels of nr columns (see kernels.h) */
-static void conv_panels(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst)
-{
-    const panel_src *s = ctx;
-    int64_t khw = s->kh * s->kw;
-    for (int64_t q = 0; q * nr < ncols; q++) {
-        float *d = dst + q * s->K * nr;
-        int64_t jq = j0 + q * nr, cols = ncols - q * nr < nr ? ncols - q * nr : nr;
-        int64_t oy = jq / s->OW, ox0 = jq % s->OW;
-        if (ox0 + cols <= s->OW) {
-            /* one output row: every panel row is a (strided) run of one
-             * input row, zero-padded at the edges */
-            for (int64_t k = 0; k < s->K; k++) {
-                float *row = d + k * nr;
-                int64_t c = k / khw, ki = (k % khw) / s->kw, kj = k % s->kw;
-                int64_t iy = oy * s->sh - s->ph + ki * s->dh;
-                if (iy < 0 || iy >= s->H) {
-                    memset(row, 0, (size_t)nr * sizeof(float));
-                    continue;
-                }
-                const float *srow = s->x + (c * s->H + iy) * s->W;
-                int64_t ix0 = ox0 * s->sw - s->pw + kj * s->dw;
-                if (s->sw == 1) {
-                    int64_t e0 = ix0 < 0 ? -ix0 : 0, e1 = s->W - ix0;
-                    e0 = e0 < cols ? e0 : cols;
-                    e1 = e1 < cols ? e1 : cols;
-                    e1 = e1 > e0 ? e1 : e0;
-                    for (int64_t e = 0; e < e0; e++)
-                        row[e] = 0.f;
-                    memcpy(row + e0, srow + ix0 + e0, (size_t)(e1 - e0) * sizeof(float));
-                    for (int64_t e = e1; e < nr; e++)
-                        row[e] = 0.f;
-                } else {
-                    for (int64_t e = 0; e < cols; e++) {
-                        int64_t ix = ix0 + e * s->sw;
-                        row[e] = ix >= 0 && ix < s->W ? srow[ix] : 0.f;
-                    }
-                    for (int64_t e = cols; e < nr; e++)
-                        row[e] = 0.f;
-                }
-            }
-            continue;
-        }
-        /* the panel wraps to the next output row(s): element by element */
-        for (int64_t k = 0; k < s->K; k++) {
-            float *row = d + k * nr;
-            int64_t c = k / khw, ki = (k % khw) / s->kw, kj = k % s->kw;
-            const float *xc = s->x + c * s->H * s->W;
-            for (int64_t e = 0; e < nr; e++) {
-                float v = 0.f;
-                if (e < cols) {
-                    int64_t y = (jq + e) / s->OW, xx = (jq + e) % s->OW;
-                    int64_t iy = y * s->sh - s->ph + ki * s->dh;
-                    int64_t ix = xx * s->sw - s->pw + kj * s->dw;
-                    if (iy >= 0 && iy < s->H && ix >= 0 && ix < s->W)
-                        v = xc[iy * s->W + ix];
-                }
-                row[e] = v;
-            }
-        }
-    }
-}
 
 typedef struct {
     float *out;
@@ -146,15 +73,13 @@ static int check_params(const lc_tensor *x, const lc_tensor *w, const lc_tensor 
     return LC_OK;
 }
 
-static int conv_run(const float *x, const float *w, const float *bias, float *out, int64_t N,
-                    int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw,
-                    int64_t OH, int64_t OW, const lc_conv2d_params *p)
+static int conv_run(const float *x, const void *w, lk_elt wt, const float *bias, float *out,
+                    int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
+                    int64_t kw, int64_t OH, int64_t OW, const lc_conv2d_params *p)
 {
     int64_t G = p->groups, Cg = Cin / G, Og = Cout / G;
     int64_t K = Cg * kh * kw, P = OH * OW;
-    float beta = bias ? 1.f : 0.f;
-    int direct = kh == 1 && kw == 1 && p->stride[0] == 1 && p->stride[1] == 1 &&
-                 p->padding[0] == 0 && p->padding[1] == 0;
+    size_t wsize = wt == LK_F32 ? sizeof(float) : sizeof(uint16_t);
     for (int64_t n = 0; n < N; n++) {
         float *on = out + n * Cout * P;
         if (bias) {
@@ -163,22 +88,29 @@ static int conv_run(const float *x, const float *w, const float *bias, float *ou
                 return LC_ERR;
         }
         for (int64_t g = 0; g < G; g++) {
-            const float *xg = x + (n * Cin + g * Cg) * H * W;
-            const float *wg = w + g * Og * K;
-            float *og = on + g * Og * P;
-            if (direct) {
-                lk_sgemm(0, 0, Og, P, K, 1.f, wg, K, xg, P, beta, og, P);
-            } else {
-                panel_src src = {xg, H, W, OW, kh, kw, K,
-                                 p->stride[0], p->stride[1], p->padding[0], p->padding[1],
-                                 p->dilation[0], p->dilation[1]};
-                lk_sgemm_bfn(0, Og, P, K, 1.f, wg, K, conv_panels, &src, beta, og, P);
-            }
+            lk_im2col geom = {x + (n * Cin + g * Cg) * H * W, Cg, H, W, OH, OW, kh, kw,
+                              p->stride[0], p->stride[1], p->padding[0], p->padding[1],
+                              p->dilation[0], p->dilation[1]};
+            lk_sconv(&geom, Og, (const char *)w + (size_t)(g * Og * K) * wsize, wt, K, 1.f,
+                     bias ? 1.f : 0.f, on + g * Og * P, P);
             if (lc_interrupted())
                 return lc_err("interrupted");
         }
     }
     return LC_OK;
+}
+
+/* The weights as the GEMM reads them: f16 and bf16 stay as they are
+ * (contiguous), anything else becomes f32 */
+static lc_tensor *conv_weights(const lc_tensor *w, lk_elt *wt)
+{
+    if ((w->dtype == LC_F16 || w->dtype == LC_BF16) && lc_tensor_is_contiguous(w)) {
+        *wt = w->dtype == LC_F16 ? LK_F16 : LK_BF16;
+        lc_tensor_retain((lc_tensor *)w);
+        return (lc_tensor *)w;
+    }
+    *wt = LK_F32;
+    return lc_tensor_f32((lc_tensor *)w);
 }
 
 static lc_tensor *conv2d_impl(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
@@ -206,7 +138,8 @@ static lc_tensor *conv2d_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
     int64_t Cout = w->shape[0], kh = w->shape[2], kw = w->shape[3];
     int64_t OH = (H + 2 * p.padding[0] - p.dilation[0] * (kh - 1) - 1) / p.stride[0] + 1;
     int64_t OW = (W + 2 * p.padding[1] - p.dilation[1] * (kw - 1) - 1) / p.stride[1] + 1;
-    if (!(xf = lc_tensor_f32(x4)) || !(wf = lc_tensor_f32((lc_tensor *)w)))
+    lk_elt wt;
+    if (!(xf = lc_tensor_f32(x4)) || !(wf = conv_weights(w, &wt)))
         goto done;
     if (bias && !(bf = lc_tensor_f32((lc_tensor *)bias)))
         goto done;
@@ -214,7 +147,7 @@ static lc_tensor *conv2d_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
     if (!(out = lc_tensor_new(LC_F32, 4, shape)))
         goto done;
     if (N > 0 && OH * OW > 0 &&
-        conv_run(lc_tensor_data(xf), lc_tensor_data(wf), bf ? lc_tensor_data(bf) : NULL,
+        conv_run(lc_tensor_data(xf), lc_tensor_data(wf), wt, bf ? lc_tensor_data(bf) : NULL,
                  lc_tensor_data(out), N, Cin, H, W, Cout, kh, kw, OH, OW, &p) != LC_OK) {
         lc_tensor_free(out);
         out = NULL;

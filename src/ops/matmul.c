@@ -318,10 +318,18 @@ static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
     layout lw;
     /* w [out, in] is op(B) transposed: row-major w means transb = 1 */
     lc_tensor *wc = NULL;
+    lk_elt wt = LK_F32;
     if (w->dtype == LC_F32 && ((uintptr_t)lc_tensor_data(w) % sizeof(float)) == 0 &&
         slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
         lc_tensor_retain((lc_tensor *)w);
         wc = (lc_tensor *)w;
+    } else if ((w->dtype == LC_F16 || w->dtype == LC_BF16) &&
+               ((uintptr_t)lc_tensor_data(w) % sizeof(uint16_t)) == 0 &&
+               slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
+        /* half-size weights are widened while the GEMM packs them */
+        lc_tensor_retain((lc_tensor *)w);
+        wc = (lc_tensor *)w;
+        wt = w->dtype == LC_F16 ? LK_F16 : LK_BF16;
     } else {
         wc = lc_tensor_to(w, LC_F32);
         lw.trans = 0;
@@ -341,8 +349,8 @@ static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
             memset(py, 0, lc_tensor_nbytes(y));
     } else if (rows > 0 && nout > 0) {
         /* lw.trans == 0: w row-major [out, in], which is B^T: transb = 1 */
-        lk_sgemm(0, !lw.trans, rows, nout, nin, 1.0f, lc_tensor_data(xc), nin, lc_tensor_data(wc),
-                 lw.ld, bias ? 1.0f : 0.0f, py, nout);
+        lk_sgemm_typed(0, !lw.trans, rows, nout, nin, 1.0f, lc_tensor_data(xc), nin,
+                       lc_tensor_data(wc), wt, lw.ld, bias ? 1.0f : 0.0f, py, nout);
     }
     lc_tensor_free(xc);
     lc_tensor_free(wc);

@@ -7,9 +7,13 @@
 #include <float.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "kernels.h"
 #include "ref/ref.h"
 #include "testutil.h"
+#if defined(LUCID_X86)
+#include "x86/x86.h"
+#endif
 
 static const lk_arch all_archs[] = {LK_ARCH_REF, LK_ARCH_AVX2, LK_ARCH_AVX512};
 
@@ -256,92 +260,233 @@ START_TEST(test_sgemm_thread_invariant)
 }
 END_TEST
 
-/* A B packed once gives the same bits as lk_sgemm, whatever happens to
- * the original B afterwards. */
-START_TEST(test_sgemm_packed_b)
+/* ---- operands stored f16 / bf16 ---- */
+
+/* deterministic f16 / bf16 bits: finite values of every exponent the
+ * format has (subnormals and zeros included, no inf or NaN) */
+static uint16_t rnd_half(uint64_t *s, lk_elt t)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint16_t h = (uint16_t)(*s >> 40);
+    if (t == LK_F16) {
+        /* exponents 0..30 only; keep values modest so products stay finite */
+        uint16_t e = (uint16_t)((h >> 10) & 0x1f);
+        e = (uint16_t)(e % 20); /* 2^-14 .. 2^4, and subnormals */
+        return (uint16_t)((h & 0x83ffu) | (e << 10));
+    }
+    /* bf16: exponent byte 100..139 (2^-27 .. 2^12), and zero */
+    uint16_t e = (uint16_t)(((h >> 7) & 0xff) % 40 + 100);
+    if ((h & 0x1f) == 0)
+        return (uint16_t)(h & 0x8000u);
+    return (uint16_t)((h & 0x807fu) | (e << 7));
+}
+
+/* lk_sgemm_typed on B stored half-size: the same bits as lk_sgemm on B
+ * widened (the SIMD levels widen inside their packing; shapes where the
+ * driver swaps operands make B the packed-A side) */
+START_TEST(test_sgemm_typed)
 {
     lc_pool_init(2);
     lk_arch want = all_archs[_i];
     if (lk_set_arch(want) != want)
         return;
-    /* 16x2000x300: lk_sgemm computes C^T there, the packed path cannot */
-    const shape sh[] = {{64, 4096, 40}, {64, 40, 700}, {17, 33, 65}, {1, 1, 1}, {30, 5, 0},
-                        {16, 2000, 300}};
-    uint64_t seed = 77;
-    lk_sgemm_bpack *reuse = NULL;
+    const shape sh[] = {{64, 300, 40}, {20, 700, 300}, {17, 33, 65}, {1, 1, 1},
+                        {30, 5, 0},    {16, 2000, 300}, {154, 3072, 768}};
+    const lk_elt types[] = {LK_F16, LK_BF16};
+    uint64_t seed = 123;
     for (size_t si = 0; si < sizeof sh / sizeof *sh; si++)
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < 8; t++) {
             shape s = sh[si];
-            int ta = t & 1, tb = t >> 1;
+            int ta = t & 1, tb = (t >> 1) & 1;
+            lk_elt bt = types[t >> 2];
             mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
             mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
+            /* b.p becomes the widened copy of bh, a half matrix with b's ld */
+            size_t nb = (size_t)(b.rows * b.ld);
+            uint16_t *bh = malloc((nb + 1) * sizeof(uint16_t));
+            ck_assert_ptr_nonnull(bh);
+            for (size_t i = 0; i < nb; i++) {
+                bh[i] = rnd_half(&seed, bt);
+                b.p[i] = lk_elt_get(bh, bt, (int64_t)i);
+            }
             mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
-            lk_sgemm(ta, tb, s.m, s.n, s.k, 0.5f, a.p, a.ld, b.p, b.ld, -1.5f, c1.p, c1.ld);
-            /* odd combinations repack into one object reused across shapes */
-            lk_sgemm_bpack *bp = ta ? lk_sgemm_repack_b(reuse, tb, s.k, s.n, b.p, b.ld)
-                                    : lk_sgemm_pack_b(tb, s.k, s.n, b.p, b.ld);
-            ck_assert_ptr_nonnull(bp);
-            for (int64_t i = 0; i < b.rows * b.ld; i++)
-                b.p[i] = NAN;
-            lk_sgemm_packed(ta, s.m, 0.5f, a.p, a.ld, bp, -1.5f, c2.p, c2.ld);
-            if (ta)
-                reuse = bp;
-            else
-                lk_sgemm_bpack_free(bp);
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, b.p, b.ld, 0.25f, c1.p, c1.ld);
+            lk_sgemm_typed(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, bh, bt, b.ld, 0.25f, c2.p,
+                           c2.ld);
             ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
-                          "%s: packed B differs from lk_sgemm, ta=%d tb=%d %ldx%ldx%ld",
-                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k);
+                          "%s: B stored %s differs from B widened, ta=%d tb=%d %ldx%ldx%ld",
+                          lk_sgemm_name(), bt == LK_F16 ? "f16" : "bf16", ta, tb, (long)s.m,
+                          (long)s.n, (long)s.k);
+            free(bh);
             free(a.base), free(b.base), free(c1.base), free(c2.base);
         }
-    lk_sgemm_bpack_free(reuse);
 }
 END_TEST
 
-/* op(B) served in panels by a callback, as conv2d would from its input */
-typedef struct {
-    const mat *b;
-    int tb;
-    int64_t k;
-} bsource;
-
-static void bsource_fn(void *ctx, int64_t j0, int64_t ncols, int nr, float *dst)
+START_TEST(test_elt_get)
 {
-    const bsource *s = ctx;
-    for (int64_t q = 0; q * nr < ncols; q++)
-        for (int64_t p = 0; p < s->k; p++)
-            for (int c = 0; c < nr; c++) {
-                int64_t col = q * nr + c, j = j0 + col;
-                float v = 0.f;
-                if (col < ncols)
-                    v = s->tb ? s->b->p[j * s->b->ld + p] : s->b->p[p * s->b->ld + j];
-                dst[(q * s->k + p) * nr + c] = v;
-            }
+    /* f16: one, largest finite, smallest subnormal, negative zero, inf */
+    const uint16_t h[] = {0x3c00, 0x7bff, 0x0001, 0x8000, 0x7c00, 0x03ff, 0xc000};
+    const float want[] = {1.f, 65504.f, 5.9604644775390625e-8f, -0.f, INFINITY,
+                          6.0975551605224609e-5f, -2.f};
+    for (int i = 0; i < 7; i++) {
+        float got = lk_elt_get(h, LK_F16, i);
+        ck_assert_msg(!memcmp(&got, &want[i], sizeof got), "f16 %04x -> %.9g, expected %.9g",
+                      h[i], got, want[i]);
+    }
+    ck_assert(isnan(lk_elt_get((const uint16_t[]){0x7e00}, LK_F16, 0)));
+    const uint16_t b[] = {0x3f80, 0xc0a0, 0x0001};
+    ck_assert(lk_elt_get(b, LK_BF16, 0) == 1.f);
+    ck_assert(lk_elt_get(b, LK_BF16, 1) == -5.f);
+    ck_assert(lk_elt_get(b, LK_BF16, 2) == ldexpf(1.f, -133)); /* subnormal */
+}
+END_TEST
+
+/* ---- convolution without a column matrix ---- */
+
+typedef struct {
+    int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, cout;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    /* C  H   W  kh kw sh sw ph pw dh dw cout */
+    {3, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 5},      /* OW 11 < the 14-pixel strip */
+    {5, 20, 23, 3, 3, 1, 1, 1, 1, 1, 1, 33},    /* strips cross output rows */
+    {2, 17, 40, 3, 3, 2, 2, 1, 1, 1, 1, 7},     /* stride 2 (downsampling) */
+    {4, 12, 13, 1, 1, 1, 1, 0, 0, 1, 1, 40},    /* 1x1 */
+    {3, 10, 19, 2, 3, 1, 3, 0, 2, 2, 1, 9},     /* odd kernel, strides, dilation */
+    {1, 5, 3, 3, 3, 1, 1, 2, 2, 1, 1, 2},       /* padding beyond the input's width */
+    {6, 14, 14, 5, 5, 1, 1, 2, 2, 2, 2, 3},     /* 25 taps, dilated */
+    {33, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 70},     /* k = 297 crosses a k block mid-channel */
+    {2, 6, 30, 9, 9, 1, 1, 4, 4, 1, 1, 4},      /* 81 taps: past the SIMD plan */
+    {1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+};
+
+static int64_t out_dim(int64_t in, int64_t k, int64_t st, int64_t pad, int64_t dil)
+{
+    return (in + 2 * pad - dil * (k - 1) - 1) / st + 1;
 }
 
-START_TEST(test_sgemm_bfn)
+/* col[k, p] written out by definition, row-major K x P */
+static float *col_by_definition(const lk_im2col *g)
 {
-    lc_pool_init(2);
+    int64_t K = g->C * g->kh * g->kw, P = g->OH * g->OW;
+    float *col = malloc((size_t)(K * P) * sizeof(float));
+    ck_assert_ptr_nonnull(col);
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++)
+                for (int64_t oy = 0; oy < g->OH; oy++)
+                    for (int64_t ox = 0; ox < g->OW; ox++) {
+                        int64_t iy = oy * g->sh - g->ph + ki * g->dh;
+                        int64_t ix = ox * g->sw - g->pw + kj * g->dw;
+                        float v = 0.f;
+                        if (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
+                            v = g->x[(c * g->H + iy) * g->W + ix];
+                        col[((c * g->kh + ki) * g->kw + kj) * P + oy * g->OW + ox] = v;
+                    }
+    return col;
+}
+
+/* lk_sconv equals lk_sgemm on the column matrix written out, bit for bit,
+ * for f32 and f16 weights, beta 0 and 1, on 1 and 2 threads; and the output
+ * rows' padding is untouched */
+START_TEST(test_sconv)
+{
     lk_arch want = all_archs[_i];
     if (lk_set_arch(want) != want)
         return;
-    const shape sh[] = {{64, 300, 40}, {20, 700, 300}, {17, 33, 65}, {1, 1, 1}, {30, 5, 0},
-                        {16, 2000, 300}};
-    uint64_t seed = 123;
-    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++)
-        for (int t = 0; t < 4; t++) {
-            shape s = sh[si];
-            int ta = t & 1, tb = t >> 1;
-            mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
-            mat b = tb ? mat_new(s.n, s.k, &seed) : mat_new(s.k, s.n, &seed);
-            mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
-            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, b.p, b.ld, 0.25f, c1.p, c1.ld);
-            bsource src = {&b, tb, s.k};
-            lk_sgemm_bfn(ta, s.m, s.n, s.k, 1.5f, a.p, a.ld, bsource_fn, &src, 0.25f, c2.p, c2.ld);
-            ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
-                          "%s: B from a callback differs from lk_sgemm, ta=%d tb=%d %ldx%ldx%ld",
-                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k);
-            free(a.base), free(b.base), free(c1.base), free(c2.base);
+    uint64_t seed = 99;
+    for (size_t ci = 0; ci < sizeof conv_cases / sizeof *conv_cases; ci++) {
+        conv_case cc = conv_cases[ci];
+        int64_t OH = out_dim(cc.H, cc.kh, cc.sh, cc.ph, cc.dh);
+        int64_t OW = out_dim(cc.W, cc.kw, cc.sw, cc.pw, cc.dw);
+        ck_assert(OH > 0 && OW > 0);
+        int64_t K = cc.C * cc.kh * cc.kw, P = OH * OW;
+        mat x = mat_new(1, cc.C * cc.H * cc.W, &seed);
+        lk_im2col g = {x.p, cc.C, cc.H, cc.W, OH, OW, cc.kh, cc.kw,
+                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw};
+        float *col = col_by_definition(&g);
+        mat w = mat_new(cc.cout, K, &seed);
+        uint16_t *wh = malloc((size_t)(cc.cout * w.ld) * sizeof(uint16_t));
+        ck_assert_ptr_nonnull(wh);
+        for (int64_t i = 0; i < cc.cout * w.ld; i++)
+            wh[i] = rnd_half(&seed, LK_F16);
+        mat wf = mat_copy(&w);
+        for (int64_t i = 0; i < cc.cout * w.ld; i++)
+            wf.p[i] = lk_elt_get(wh, LK_F16, i);
+        for (int v = 0; v < 4; v++) {
+            int half = v & 1;
+            float beta = (v & 2) ? 1.f : 0.f;
+            mat c0 = mat_new(cc.cout, P, &seed);
+            mat c1 = mat_copy(&c0), c2 = mat_copy(&c0), c3 = mat_copy(&c0);
+            const mat *wm = half ? &wf : &w;
+            lc_pool_init(2);
+            lk_sgemm(0, 0, cc.cout, P, K, 1.f, wm->p, wm->ld, col, P, beta, c1.p, c1.ld);
+            const void *wp = half ? (const void *)wh : (const void *)w.p;
+            lk_elt wt = half ? LK_F16 : LK_F32;
+            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c2.p, c2.ld);
+            lc_pool_init(1);
+            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c3.p, c3.ld);
+            size_t bytes = (size_t)(cc.cout * c0.ld + 1) * sizeof(float);
+            ck_assert_msg(!memcmp(c1.base, c2.base, bytes),
+                          "%s: conv case %zu (%s weights, beta %g) differs from im2col + sgemm",
+                          lk_sgemm_name(), ci, half ? "f16" : "f32", beta);
+            ck_assert_msg(!memcmp(c2.base, c3.base, bytes),
+                          "%s: conv case %zu differs between 1 and 2 threads", lk_sgemm_name(),
+                          ci);
+            for (int64_t o = 0; o < cc.cout; o++)
+                for (int64_t j = P; j < c2.ld && o * c2.ld + j < cc.cout * c2.ld; j++)
+                    ck_assert_msg(isnan(c2.p[o * c2.ld + j]), "conv wrote padding of row %ld",
+                                  (long)o);
+            free(c0.base), free(c1.base), free(c2.base), free(c3.base);
         }
+        free(col), free(wh), free(x.base), free(w.base), free(wf.base);
+    }
+}
+END_TEST
+
+/* each level's own im2col panels equal the portable packing, panel by
+ * panel, for column ranges that start anywhere and end early */
+START_TEST(test_im2col_pack)
+{
+#if defined(LUCID_X86)
+    const lk_gemm_ukr *ukrs[] = {&lk_gemm_ukr_avx512, &lk_gemm_ukr_avx2};
+    const lk_arch arch[] = {LK_ARCH_AVX512, LK_ARCH_AVX2};
+    const lk_gemm_ukr *u = ukrs[_i];
+    if (lk_set_arch(arch[_i]) != arch[_i] || !u->pack_b_im2col)
+        return;
+    uint64_t seed = 7;
+    int nr = u->nr;
+    for (size_t ci = 0; ci < sizeof conv_cases / sizeof *conv_cases; ci++) {
+        conv_case cc = conv_cases[ci];
+        int64_t OH = out_dim(cc.H, cc.kh, cc.sh, cc.ph, cc.dh);
+        int64_t OW = out_dim(cc.W, cc.kw, cc.sw, cc.pw, cc.dw);
+        int64_t K = cc.C * cc.kh * cc.kw, P = OH * OW;
+        mat x = mat_new(1, cc.C * cc.H * cc.W, &seed);
+        lk_im2col g = {x.p, cc.C, cc.H, cc.W, OH, OW, cc.kh, cc.kw,
+                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw};
+        size_t floats = (size_t)(3 * K * nr);
+        float *d1 = aligned_alloc(64, floats * sizeof(float));
+        float *d2 = aligned_alloc(64, floats * sizeof(float));
+        ck_assert(d1 && d2);
+        for (int64_t j0 = 0; j0 < P; j0 += 5) {
+            int64_t ncols = P - j0 < 3 * nr - 7 ? P - j0 : 3 * nr - 7;
+            int64_t npan = (ncols + nr - 1) / nr;
+            memset(d1, 0xff, floats * sizeof(float));
+            memset(d2, 0xff, floats * sizeof(float));
+            for (int64_t q = 0; q < npan; q++) {
+                int cols = (int)(ncols - q * nr < nr ? ncols - q * nr : nr);
+                lk_im2col_pack_ref(&g, j0 + q * nr, cols, 0, K, nr, d1 + q * K * nr);
+            }
+            u->pack_b_im2col(&g, K, j0, ncols, d2);
+            ck_assert_msg(!memcmp(d1, d2, floats * sizeof(float)),
+                          "%s: im2col case %zu columns %ld+%ld differ", u->name, ci, (long)j0,
+                          (long)ncols);
+        }
+        free(d1), free(d2), free(x.base);
+    }
+#endif
 }
 END_TEST
 
@@ -729,8 +874,10 @@ int main(void)
     tcase_add_loop_test(tc, test_sgemm_exact, 0, na);
     tcase_add_loop_test(tc, test_sgemm_matches_ref, 0, na);
     tcase_add_loop_test(tc, test_sgemm_thread_invariant, 0, na);
-    tcase_add_loop_test(tc, test_sgemm_packed_b, 0, na);
-    tcase_add_loop_test(tc, test_sgemm_bfn, 0, na);
+    tcase_add_loop_test(tc, test_sgemm_typed, 0, na);
+    tcase_add_test(tc, test_elt_get);
+    tcase_add_loop_test(tc, test_sconv, 0, na);
+    tcase_add_loop_test(tc, test_im2col_pack, 0, 2);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
     TCase *ts = tcase_create("softmax");
