@@ -48,7 +48,7 @@ typedef struct {
     /* the current pass: columns [j0, j0 + nw) of C */
     int64_t j0, nw;
     float *bp;
-    int64_t mc, nc, nblocks;
+    int64_t mblocks, nblocks; /* the pass's tasks: mblocks x nblocks blocks of C */
     int ct; /* computing C^T: element (i, j) of this job lives at c[j*ldc + i] */
 } gemm_job;
 
@@ -62,20 +62,54 @@ static int64_t cdiv(int64_t x, int64_t y)
     return (x + y - 1) / y;
 }
 
+/* op(B)[k0:k0+kc, col:col+ncols] as panels dst[panel][kc][nr] */
+static void pack_b_range(const gemm_job *j, int64_t k0, int64_t kc, int64_t col, int64_t ncols,
+                         float *dst)
+{
+    const lk_gemm_ukr *u = j->u;
+    int nr = u->nr;
+    if (!j->im2col) {
+        size_t esz = j->bt == LK_F32 ? sizeof(float) : sizeof(uint16_t);
+        const char *b = (const char *)j->b + (size_t)(j->transb ? k0 : k0 * j->ldb) * esz;
+        u->pack_b(j->transb, b, j->bt, j->ldb, kc, col, ncols, dst);
+    } else if (u->pack_b_im2col) {
+        u->pack_b_im2col(j->im2col, k0, kc, col, ncols, dst);
+    } else {
+        for (int64_t q = 0; q * nr < ncols; q++)
+            lk_im2col_pack_ref(j->im2col, col + q * nr, (int)min64(nr, ncols - q * nr), k0, kc,
+                               nr, dst + q * kc * nr);
+    }
+}
+
 static void pack_b_panels(void *ctx, int64_t q0, int64_t q1)
 {
     const gemm_job *j = ctx;
     int nr = j->u->nr;
     int64_t col = j->j0 + q0 * nr, ncols = min64(q1 * nr, j->nw) - q0 * nr;
-    float *dst = j->bp + q0 * j->k * nr;
-    if (!j->im2col)
-        j->u->pack_b(j->transb, j->b, j->bt, j->ldb, j->k, col, ncols, dst);
-    else if (j->u->pack_b_im2col)
-        j->u->pack_b_im2col(j->im2col, j->k, col, ncols, dst);
-    else
-        for (int64_t q = 0; q * nr < ncols; q++)
-            lk_im2col_pack_ref(j->im2col, col + q * nr, (int)min64(nr, ncols - q * nr), 0, j->k,
-                               nr, dst + q * j->k * nr);
+    pack_b_range(j, 0, j->k, col, ncols, j->bp + q0 * j->k * nr);
+}
+
+/* The micro-kernel over an mw x jw block of C at (i0, col) for one kc
+ * block: ap the block's packed rows of A (strip after strip, kcb x mr
+ * each), bp its first B panel, bstride floats from one panel to the next. */
+static void macro_kernel(const gemm_job *j, int64_t kcb, const float *ap, int64_t i0, int64_t mw,
+                         const float *bp, int64_t bstride, int64_t col, int64_t jw, float beta)
+{
+    const lk_gemm_ukr *u = j->u;
+    int mr = u->mr, nr = u->nr;
+    for (int64_t jr = 0; jr < jw; jr += nr, bp += bstride) {
+        int nre = (int)min64(nr, jw - jr);
+        for (int64_t ir = 0; ir < mw; ir += mr) {
+            const float *a = ap + (ir / mr) * kcb * mr;
+            int mre = (int)min64(mr, mw - ir);
+            if (j->ct)
+                u->kernel_ct(kcb, a, bp, j->c + (col + jr) * j->ldc + i0 + ir, j->ldc, j->alpha,
+                             beta, mre, nre);
+            else
+                u->kernel(kcb, a, bp, j->c + (i0 + ir) * j->ldc + col + jr, j->ldc, j->alpha,
+                          beta, mre, nre);
+        }
+    }
 }
 
 static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, int64_t jw)
@@ -87,22 +121,9 @@ static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, in
         for (int64_t ir = 0; ir < mw; ir += mr)
             u->pack_a(j->transa, j->a, j->at, j->lda, i0 + ir, (int)min64(mr, mw - ir), pc, kcb,
                       apack + (ir / mr) * kcb * mr);
-        float beta = pc == 0 ? j->beta : 1.f;
-        for (int64_t jr = 0; jr < jw; jr += nr) {
-            const float *bpan = j->bp + ((jj0 + jr) / nr) * j->k * nr + pc * nr;
-            int64_t col = j->j0 + jj0 + jr;
-            int nre = (int)min64(nr, jw - jr);
-            for (int64_t ir = 0; ir < mw; ir += mr) {
-                const float *ap = apack + (ir / mr) * kcb * mr;
-                int mre = (int)min64(mr, mw - ir);
-                if (j->ct)
-                    u->kernel_ct(kcb, ap, bpan, j->c + col * j->ldc + i0 + ir, j->ldc, j->alpha,
-                                 beta, mre, nre);
-                else
-                    u->kernel(kcb, ap, bpan, j->c + (i0 + ir) * j->ldc + col, j->ldc, j->alpha,
-                              beta, mre, nre);
-            }
-        }
+        const float *bpan = j->bp + (jj0 / nr) * j->k * nr + pc * nr;
+        macro_kernel(j, kcb, apack, i0, mw, bpan, j->k * nr, j->j0 + jj0, jw,
+                     pc == 0 ? j->beta : 1.f);
     }
 }
 
@@ -111,8 +132,13 @@ static void compute_blocks(void *ctx, int64_t t0, int64_t t1)
     const gemm_job *j = ctx;
     for (int64_t t = t0; t < t1; t++) {
         int64_t ib = t / j->nblocks, jb = t % j->nblocks;
-        int64_t i0 = ib * j->mc, jj0 = jb * j->nc;
-        run_block(j, i0, min64(j->mc, j->m - i0), jj0, min64(j->nc, j->nw - jj0));
+        /* block boundaries on whole micro-tiles, as even as they can be */
+        int64_t strips = cdiv(j->m, j->u->mr), panels = cdiv(j->nw, j->u->nr);
+        int64_t i0 = ib * strips / j->mblocks * j->u->mr;
+        int64_t i1 = min64((ib + 1) * strips / j->mblocks * j->u->mr, j->m);
+        int64_t jj0 = jb * panels / j->nblocks * j->u->nr;
+        int64_t jj1 = min64((jb + 1) * panels / j->nblocks * j->u->nr, j->nw);
+        run_block(j, i0, i1 - i0, jj0, jj1 - jj0);
     }
 }
 
@@ -124,24 +150,27 @@ static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
             c[i * ldc + jj] = beta == 0.f ? 0.f : beta * c[i * ldc + jj];
 }
 
-/* Block sizes from the problem shape only: at most u->mc x u->nc, smaller
- * when that would leave fewer than MIN_TASKS tasks. Rows are split first
- * (down to 8 micro-tiles a block): packed B is shared, while every column
- * block packs its rows of A again. */
+/* How C is cut into tasks: blocks of at most u->mc x u->nc, and at least
+ * MIN_TASKS of them, rounded up to a multiple of the thread count, so the
+ * threads finish together. Rows are split first (down to 8 micro-tiles a
+ * block): packed B is shared, while every column block packs its rows of
+ * A again. The cut never changes a result (see the top), so it may follow
+ * the thread count. */
 static void choose_blocks(gemm_job *j)
 {
     const lk_gemm_ukr *u = j->u;
-    int64_t mblocks = cdiv(j->m, u->mc), nblocks = cdiv(j->nw, u->nc);
-    if (mblocks * nblocks < MIN_TASKS) {
-        int64_t most = cdiv(j->m, 8 * (int64_t)u->mr), want = cdiv(MIN_TASKS, nblocks);
-        int64_t mb = min64(most, want);
-        mblocks = mb > mblocks ? mb : mblocks;
+    int64_t strips = cdiv(j->m, u->mr), panels = cdiv(j->nw, u->nr);
+    int64_t mb = cdiv(strips, u->mc / u->mr), nb = cdiv(panels, u->nc / u->nr);
+    int64_t threads = lc_pool_threads() > 0 ? lc_pool_threads() : 1;
+    int64_t want = cdiv(mb * nb > MIN_TASKS ? mb * nb : MIN_TASKS, threads) * threads;
+    if (mb * nb < want) {
+        int64_t most = strips / 8 > 1 ? strips / 8 : 1;
+        mb = min64(most, cdiv(want, nb)) > mb ? min64(most, cdiv(want, nb)) : mb;
     }
-    if (mblocks * nblocks < MIN_TASKS)
-        nblocks = min64(cdiv(j->nw, u->nr), cdiv(MIN_TASKS, mblocks));
-    j->nc = cdiv(cdiv(j->nw, nblocks), u->nr) * u->nr;
-    j->nblocks = cdiv(j->nw, j->nc);
-    j->mc = cdiv(cdiv(j->m, mblocks), u->mr) * u->mr;
+    if (mb * nb < want)
+        nb = min64(panels, cdiv(want, mb));
+    j->mblocks = mb;
+    j->nblocks = nb;
 }
 
 /* Packs op(B)[:, j0:j0+nw] (j->b, j->transb, j->k) into j->bp. */
@@ -155,7 +184,7 @@ static int pack_pass(gemm_job *j)
 static int compute_pass(gemm_job *j)
 {
     choose_blocks(j);
-    return lc_parallel_for(cdiv(j->m, j->mc) * j->nblocks, 1, compute_blocks, j);
+    return lc_parallel_for(j->mblocks * j->nblocks, 1, compute_blocks, j);
 }
 
 /* Memory traffic of the packing, in units of k floats: op(B) is packed in a
@@ -173,6 +202,104 @@ static int64_t pack_traffic(const lk_gemm_ukr *u, int64_t m, int64_t n)
 static int swap_pays(const lk_gemm_ukr *u, int64_t m, int64_t n, int64_t k)
 {
     return u->kernel_ct && k >= u->kc && 5 * pack_traffic(u, n, m) < 4 * pack_traffic(u, m, n);
+}
+
+/* ---- column tasks, for a wide product with a small A (a convolution's
+ * weights against its many output pixels): A is packed once, whole, and
+ * shared; each task takes a range of C's columns and packs B a kc block at
+ * a time into its own buffer, sized to stay in L2, right before using it.
+ * No B pass goes out to memory and back, and no barrier separates packing
+ * from computing. ---- */
+
+#define COLS_BFLOATS (64 * 1024) /* a task's packed B block: 256 KB */
+#define COLS_AFLOATS (4 << 20)   /* packed A, whole: at most 16 MB */
+
+typedef struct {
+    const gemm_job *j;
+    float *apk;  /* A packed: kc block pc at apk + pc*strips*mr, strip s at + s*kcb*mr */
+    float *bbuf; /* one B block per pool thread */
+    int64_t strips, panels, ntasks, bfloats;
+} cols_job;
+
+static _Thread_local float *cols_buf;
+static _Thread_local size_t cols_cap;
+
+static void cols_pack_a(void *ctx, int64_t s0, int64_t s1)
+{
+    const cols_job *cj = ctx;
+    const gemm_job *j = cj->j;
+    const lk_gemm_ukr *u = j->u;
+    int mr = u->mr;
+    for (int64_t st = s0; st < s1; st++)
+        for (int64_t pc = 0; pc < j->k; pc += u->kc) {
+            int64_t kcb = min64(u->kc, j->k - pc);
+            u->pack_a(j->transa, j->a, j->at, j->lda, st * mr, (int)min64(mr, j->m - st * mr), pc,
+                      kcb, cj->apk + pc * cj->strips * mr + st * kcb * mr);
+        }
+}
+
+static void cols_compute(void *ctx, int64_t t0, int64_t t1)
+{
+    const cols_job *cj = ctx;
+    const gemm_job *j = cj->j;
+    const lk_gemm_ukr *u = j->u;
+    int mr = u->mr, nr = u->nr;
+    float *bb = cj->bbuf + (int64_t)lc_pool_thread_index() * cj->bfloats;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t c0 = t * cj->panels / cj->ntasks * nr;
+        int64_t c1 = min64((t + 1) * cj->panels / cj->ntasks * nr, j->n);
+        for (int64_t pc = 0; pc < j->k; pc += u->kc) {
+            int64_t kcb = min64(u->kc, j->k - pc);
+            pack_b_range(j, pc, kcb, c0, c1 - c0, bb);
+            const float *ablk = cj->apk + pc * cj->strips * mr;
+            for (int64_t ic = 0; ic < j->m; ic += u->mc)
+                macro_kernel(j, kcb, ablk + (ic / mr) * kcb * mr, ic, min64(u->mc, j->m - ic), bb,
+                             kcb * nr, c0, c1 - c0, pc == 0 ? j->beta : 1.f);
+        }
+    }
+}
+
+/* Whether a convolution suits column tasks (from the shape only): A small
+ * enough to pack whole, and enough columns for MIN_TASKS full-width B
+ * blocks. Measured, 3x3 convs on 2 threads (GFLOP/s, passes -> column
+ * tasks): 128 channels at 512x512 215 -> 284, 256 at 256x256 265 -> 315,
+ * 320 at 64x64 295 -> 330; but 640 at 32x32, whose tasks would get half
+ * a block, 334 -> 300. */
+static int cols_pays(const lk_gemm_ukr *u, const gemm_job *j)
+{
+    int64_t width = COLS_BFLOATS / u->kc / u->nr * u->nr;
+    return j->im2col && !j->ct && cdiv(j->m, u->mr) * u->mr * j->k <= COLS_AFLOATS &&
+           j->n >= MIN_TASKS * width;
+}
+
+/* Returns -1 if its buffer could not be allocated (nothing done) */
+static int gemm_cols(gemm_job *j)
+{
+    const lk_gemm_ukr *u = j->u;
+    int64_t threads = lc_pool_threads() > 0 ? lc_pool_threads() : 1;
+    int64_t width = COLS_BFLOATS / u->kc / u->nr * u->nr;
+    cols_job cj = {.j = j, .strips = cdiv(j->m, u->mr), .panels = cdiv(j->n, u->nr)};
+    /* at least MIN_TASKS, a multiple of the thread count, each at most
+     * width columns */
+    cj.ntasks = cdiv(j->n, width) > MIN_TASKS ? cdiv(j->n, width) : MIN_TASKS;
+    cj.ntasks = min64(cdiv(cj.ntasks, threads) * threads, cj.panels);
+    cj.bfloats = cdiv(cj.panels, cj.ntasks) * u->nr * u->kc;
+    size_t afloats = (size_t)(cj.strips * u->mr * j->k + 15) / 16 * 16; /* B blocks aligned */
+    size_t need = afloats + (size_t)(threads * cj.bfloats);
+    if (cols_cap < need) {
+        free(cols_buf);
+        cols_buf = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+        cols_cap = cols_buf ? need : 0;
+        if (!cols_buf)
+            return -1;
+    }
+    cj.apk = cols_buf;
+    cj.bbuf = cols_buf + afloats;
+    /* interrupted: the error is set, C is partial */
+    if (lc_parallel_for(cj.strips, cdiv(cj.strips, 16), cols_pack_a, &cj) != 0)
+        return 0;
+    lc_parallel_for(cj.ntasks, 1, cols_compute, &cj);
+    return 0;
 }
 
 int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
@@ -200,6 +327,8 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
         j.at = g->bt, j.bt = g->at;
         j.ct = 1;
     }
+    if (cols_pays(u, &j) && gemm_cols(&j) == 0)
+        return 0;
     int64_t n = j.n, k = j.k;
     int64_t panels_per_pass = BPACK_CAP / (k * u->nr);
     if (panels_per_pass < 1)

@@ -31,9 +31,11 @@ typedef struct lk_gemm_ukr {
      * read in longer runs); B's elements stored as t */
     void (*pack_b)(int trans, const void *b, lk_elt t, int64_t ldb, int64_t k, int64_t j0,
                    int64_t ncols, float *dst);
-    /* pack_b for a convolution's column matrix col (k x pixels), cut from
-     * its input (NULL: lk_im2col_pack_ref panel by panel) */
-    void (*pack_b_im2col)(const lk_im2col *g, int64_t k, int64_t j0, int64_t ncols, float *dst);
+    /* rows [k0, k0+kc) of a convolution's column matrix col (k x pixels),
+     * cut from its input, as pack_b packs kc rows (NULL:
+     * lk_im2col_pack_ref panel by panel) */
+    void (*pack_b_im2col)(const lk_im2col *g, int64_t k0, int64_t kc, int64_t j0, int64_t ncols,
+                          float *dst);
 } lk_gemm_ukr;
 
 /* One product for the driver: C = alpha op(A) op(B) + beta C, A and B

@@ -73,6 +73,15 @@ tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict 
         acc[i][0] = _mm512_setzero_ps();
         acc[i][1] = _mm512_setzero_ps();
     }
+    if (!ct) {
+        /* C's rows are far apart: ask for them now, they are needed only
+         * after the kc steps below */
+        for (int i = 0; i < mr_eff; i++) {
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            if (nv > 1)
+                _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        }
+    }
     for (int64_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_load_ps(b), b1 = nv > 1 ? _mm512_load_ps(b + 16) : b0;
 #pragma GCC unroll 14
@@ -293,6 +302,7 @@ static void pack_b(int trans, const void *b, lk_elt t, int64_t ldb, int64_t k, i
  * k row then costs a masked load per segment (a gather when the stride is
  * not 1). */
 #define TAP_MAX 64 /* taps planned per strip; larger kernels use the reference */
+#define PREFETCH_CH 16 /* input channels read ahead */
 typedef struct {
     int nseg;
     __mmask16 mask[16];
@@ -356,8 +366,12 @@ static void im2col_strip(const lk_im2col *g, int64_t p0, int rows, int64_t k0, i
         __m512 v = _mm512_setzero_ps();
         if (unit) {
             const tap_plan *pl = &plan[tap];
-            for (int s = 0; s < pl->nseg; s++)
+            for (int s = 0; s < pl->nseg; s++) {
+                /* channels are a whole plane apart: too many streams for
+                 * the hardware prefetcher once x outgrows the caches */
+                _mm_prefetch((const char *)(xc + PREFETCH_CH * HW + pl->off[s]), _MM_HINT_T0);
                 v = _mm512_mask_loadu_ps(v, pl->mask[s], xc + pl->off[s]);
+            }
         } else if (gmask[tap]) {
             v = _mm512_mask_i32gather_ps(v, gmask[tap], gidx[tap], xc, 4);
         }
@@ -367,7 +381,8 @@ static void im2col_strip(const lk_im2col *g, int64_t p0, int rows, int64_t k0, i
     }
 }
 
-static void pack_b_im2col(const lk_im2col *g, int64_t k, int64_t j0, int64_t ncols, float *dst)
+static void pack_b_im2col(const lk_im2col *g, int64_t k0, int64_t k, int64_t j0, int64_t ncols,
+                          float *dst)
 {
     /* gather offsets are 32-bit: past that (or with huge kernels) the
      * reference */
@@ -377,11 +392,11 @@ static void pack_b_im2col(const lk_im2col *g, int64_t k, int64_t j0, int64_t nco
         int64_t p0 = j0 + q * NR, left = ncols - q * NR;
         int cols = (int)(left < NR ? left : NR);
         if (g->kh * g->kw > TAP_MAX || (!small && g->sw != 1)) {
-            lk_im2col_pack_ref(g, p0, cols, 0, k, NR, d);
+            lk_im2col_pack_ref(g, p0, cols, k0, k, NR, d);
             continue;
         }
         for (int h = 0; h < NR; h += 16)
-            im2col_strip(g, p0 + h, cols - h < 0 ? 0 : cols - h > 16 ? 16 : cols - h, 0, k, NR,
+            im2col_strip(g, p0 + h, cols - h < 0 ? 0 : cols - h > 16 ? 16 : cols - h, k0, k, NR,
                          d + h);
     }
 }

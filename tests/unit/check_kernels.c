@@ -360,6 +360,8 @@ static const conv_case conv_cases[] = {
     {33, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 70},     /* k = 297 crosses a k block mid-channel */
     {2, 6, 30, 9, 9, 1, 1, 4, 4, 1, 1, 4},      /* 81 taps: past the SIMD plan */
     {1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1},
+    {3, 40, 41, 3, 3, 1, 1, 1, 1, 1, 1, 20},    /* wide enough for column tasks */
+    {33, 32, 40, 3, 3, 1, 1, 1, 1, 1, 1, 45},   /* column tasks over two k blocks */
 };
 
 static int64_t out_dim(int64_t in, int64_t k, int64_t st, int64_t pad, int64_t dil)
@@ -479,10 +481,22 @@ START_TEST(test_im2col_pack)
                 int cols = (int)(ncols - q * nr < nr ? ncols - q * nr : nr);
                 lk_im2col_pack_ref(&g, j0 + q * nr, cols, 0, K, nr, d1 + q * K * nr);
             }
-            u->pack_b_im2col(&g, K, j0, ncols, d2);
+            u->pack_b_im2col(&g, 0, K, j0, ncols, d2);
             ck_assert_msg(!memcmp(d1, d2, floats * sizeof(float)),
                           "%s: im2col case %zu columns %ld+%ld differ", u->name, ci, (long)j0,
                           (long)ncols);
+            /* a k range starting mid-channel */
+            int64_t k0 = K / 3, kc = K - k0 < 50 ? K - k0 : 50;
+            memset(d1, 0xff, floats * sizeof(float));
+            memset(d2, 0xff, floats * sizeof(float));
+            for (int64_t q = 0; q < npan; q++) {
+                int cols = (int)(ncols - q * nr < nr ? ncols - q * nr : nr);
+                lk_im2col_pack_ref(&g, j0 + q * nr, cols, k0, kc, nr, d1 + q * kc * nr);
+            }
+            u->pack_b_im2col(&g, k0, kc, j0, ncols, d2);
+            ck_assert_msg(!memcmp(d1, d2, floats * sizeof(float)),
+                          "%s: im2col case %zu columns %ld+%ld rows %ld+%ld differ", u->name, ci,
+                          (long)j0, (long)ncols, (long)k0, (long)kc);
         }
         free(d1), free(d2), free(x.base);
     }
