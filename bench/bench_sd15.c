@@ -8,7 +8,8 @@
  * One JSON line per figure, then a human table. Built and run by `make
  * bench`, never by `make check`.
  *
- *   bench_sd15 [--sizes=256,512] [--threads=N] [--steps=N] [--seed=N]
+ *   bench_sd15 [--sizes=256,512] [--threads=N] [--steps=N] [--seed=N] [--no-vae]
+ *   (--no-vae: text encoder and UNet only, for quicker comparisons)
  *   (LUCID_BENCH_SIZES sets the default sizes)
  */
 #include <malloc.h>
@@ -363,7 +364,7 @@ static void print_table(const result *rs, int n)
 int main(int argc, char **argv)
 {
     const char *sizes = getenv("LUCID_BENCH_SIZES") ? getenv("LUCID_BENCH_SIZES") : "256,512";
-    int threads = 0, steps = 2;
+    int threads = 0, steps = 2, with_vae = 1;
     uint64_t seed = 1234;
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "--sizes=", 8))
@@ -374,9 +375,11 @@ int main(int argc, char **argv)
             steps = atoi(argv[i] + 8);
         else if (!strncmp(argv[i], "--seed=", 7))
             seed = strtoull(argv[i] + 7, NULL, 10);
+        else if (!strcmp(argv[i], "--no-vae"))
+            with_vae = 0;
         else {
             fprintf(stderr, "usage: bench_sd15 [--sizes=256,512] [--threads=N] [--steps=N] "
-                            "[--seed=N]\n");
+                            "[--seed=N] [--no-vae]\n");
             return 2;
         }
     }
@@ -418,15 +421,18 @@ int main(int argc, char **argv)
     if (!te)
         die("text encoder");
     lc_weights_free(w);
-    w = vae_random(seed + 2);
-    size_t vae_bytes = weights_bytes(w);
-    lc_vae_config vc;
-    if (lc_vae_config_infer(&vc, w) != LC_OK)
-        die("vae config");
-    lc_vae *vae = lc_vae_new(&vc, w);
-    if (!vae)
-        die("vae");
-    lc_weights_free(w);
+    size_t vae_bytes = 0;
+    lc_vae *vae = NULL;
+    if (with_vae) {
+        w = vae_random(seed + 2);
+        vae_bytes = weights_bytes(w);
+        lc_vae_config vc;
+        if (lc_vae_config_infer(&vc, w) != LC_OK)
+            die("vae config");
+        if (!(vae = lc_vae_new(&vc, w)))
+            die("vae");
+        lc_weights_free(w);
+    }
     /* what building left behind (the UNet's f32 random weights) is not
      * part of a pipeline that loads a checkpoint */
     lc_tensor_cache_trim();
@@ -515,27 +521,32 @@ int main(int argc, char **argv)
         /* VAE decode of one latent, as a pipeline does it once */
         r = &rs[2];
         r->name = "vae_decode";
-        int64_t zs[4] = {1, 4, h, h};
-        lc_tensor *z = randn(seed + 8, 4, zs);
-        prof_start();
-        a = bench_now();
-        lc_tensor *img = lc_vae_decode(vae, z);
-        if (!img)
-            die("vae decode");
-        prof_stop(r, bench_now() - a);
-        r->first_seconds = r->seconds;
-        lc_tensor_free(img);
-        lc_tensor_free(z);
-        print_json(r, threads);
+        if (vae) {
+            int64_t zs[4] = {1, 4, h, h};
+            lc_tensor *z = randn(seed + 8, 4, zs);
+            prof_start();
+            a = bench_now();
+            lc_tensor *img = lc_vae_decode(vae, z);
+            if (!img)
+                die("vae decode");
+            prof_stop(r, bench_now() - a);
+            r->first_seconds = r->seconds;
+            lc_tensor_free(img);
+            lc_tensor_free(z);
+            print_json(r, threads);
+        }
 
         double overall_peak_mb = 0;
         for (int i = 0; i < 3; i++)
             overall_peak_mb = rs[i].peak_mb > overall_peak_mb ? rs[i].peak_mb : overall_peak_mb;
-        printf("{\"bench\":\"sd15_rss\",\"size\":%d,\"txt2img_peak_rss_mb\":%.0f}\n", g_size,
-               overall_peak_mb);
-        print_table(rs, 3);
-        printf("peak RSS of a %dx%d txt2img (models loaded, max over phases): %.0f MB\n\n",
-               g_size, g_size, overall_peak_mb);
+        if (vae) /* a txt2img includes the decode */
+            printf("{\"bench\":\"sd15_rss\",\"size\":%d,\"txt2img_peak_rss_mb\":%.0f}\n",
+                   g_size, overall_peak_mb);
+        print_table(rs, vae ? 3 : 2);
+        if (vae)
+            printf("peak RSS of a %dx%d txt2img (models loaded, max over phases): %.0f MB\n",
+                   g_size, g_size, overall_peak_mb);
+        printf("\n");
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

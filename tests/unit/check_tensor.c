@@ -231,6 +231,65 @@ static void mark(void *ctx, int64_t b, int64_t e)
         __atomic_add_fetch(&hits[i], 1, __ATOMIC_RELAXED);
 }
 
+/* Big buffers are recycled: freed ones are handed out again whole, split,
+ * or moved together into a larger one. Whatever the cache does, a live
+ * tensor's contents never change and a new one is fully writable. */
+static void fill_pattern(lc_tensor *t, float seed)
+{
+    float *p = lc_tensor_data(t);
+    for (int64_t i = 0; i < lc_tensor_numel(t); i++)
+        p[i] = seed + (float)(i % 1000);
+}
+
+static int has_pattern(const lc_tensor *t, float seed)
+{
+    const float *p = lc_tensor_data((lc_tensor *)t);
+    for (int64_t i = 0; i < lc_tensor_numel(t); i++)
+        if (p[i] != seed + (float)(i % 1000))
+            return 0;
+    return 1;
+}
+
+START_TEST(test_big_buffer_recycling)
+{
+    lc_tensor_cache_trim();
+    /* sizes in floats: 1.5, 3, 5 and 9 MB worth, kept alive in turns */
+    const int64_t sizes[] = {393216, 786432, 1310720, 2359296, 600000, 5000000};
+    lc_tensor *keep = NULL;
+    for (int round = 0; round < 4; round++) {
+        lc_tensor *t[6];
+        for (int i = 0; i < 6; i++) {
+            int64_t n = sizes[(i + round) % 6];
+            t[i] = lc_tensor_new(LC_F32, 1, &n);
+            ck_assert_ptr_nonnull(t[i]);
+            fill_pattern(t[i], (float)(round * 10 + i));
+        }
+        if (keep)
+            ck_assert_msg(has_pattern(keep, 99.f), "a live tensor changed (round %d)", round);
+        /* free all but one, then ask for more than any single freed block */
+        for (int i = 0; i < 6; i++) {
+            ck_assert(has_pattern(t[i], (float)(round * 10 + i)));
+            if (i != round % 6)
+                lc_tensor_free(t[i]);
+        }
+        int64_t big = 8000000 + round * 1000000;
+        lc_tensor *b = lc_tensor_new(LC_F32, 1, &big);
+        ck_assert_ptr_nonnull(b);
+        fill_pattern(b, 7.f);
+        ck_assert(has_pattern(t[round % 6], (float)(round * 10 + round % 6)));
+        ck_assert(has_pattern(b, 7.f));
+        if (keep)
+            ck_assert_msg(has_pattern(keep, 99.f), "a live tensor changed (round %d)", round);
+        lc_tensor_free(t[round % 6]);
+        lc_tensor_free(keep);
+        keep = b;
+        fill_pattern(keep, 99.f);
+    }
+    lc_tensor_free(keep);
+    lc_tensor_cache_trim();
+}
+END_TEST
+
 START_TEST(test_pool_covers_range)
 {
     for (int threads = 1; threads <= 3; threads++) {
@@ -274,6 +333,7 @@ int main(void)
     tcase_add_test(tc, test_conversions_and_copy);
     tcase_add_test(tc, test_bad_shapes);
     tcase_add_test(tc, test_live_bytes_accounting);
+    tcase_add_test(tc, test_big_buffer_recycling);
     tcase_add_test(tc, test_pool_covers_range);
     tcase_add_test(tc, test_error_prefix);
     suite_add_tcase(s, tc);
