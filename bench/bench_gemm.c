@@ -47,9 +47,10 @@ typedef struct {
     int64_t m, n, k;
 } shape;
 
-/* SD 1.5 at 512x512 (64x64 latent). lucid's conv2d multiplies the weights
- * [Cout, Cin*9] by im2col slabs of at most 2^23 floats; the pixel-major
- * orientation is listed too. */
+/* SD 1.5 at 512x512 (64x64 latent), as plain GEMMs on stored operands.
+ * lucid's conv2d multiplies the weights [Cout, Cin*9] by the column matrix
+ * (W@col) without storing it (lk_sconv, timed below as "conv2d"); the
+ * pixel-major orientation is listed for comparison. */
 static const shape shapes[] = {
     {"conv3x3 320ch 64x64 W@col", 0, 0, 320, 2912, 2880},
     {"conv3x3 640ch 32x32 W@col", 0, 0, 640, 1024, 5760},
@@ -82,7 +83,7 @@ static void blis_ukr_wrapper(dim_t m, dim_t n, dim_t k, float *restrict alpha,
     (void)data, (void)cntx;
     const lk_gemm_ukr *u = &lk_gemm_ukr_avx512;
     if (cs_c == 1) {
-        u->kernel(k, a, b, c, rs_c, *alpha, *beta, (int)m, (int)n);
+        u->kernel(k, a, b, c, rs_c, *alpha, *beta, (int)m, (int)n, NULL, 0);
         return;
     }
     /* C stored by columns: through a row-major tile */
@@ -90,7 +91,7 @@ static void blis_ukr_wrapper(dim_t m, dim_t n, dim_t k, float *restrict alpha,
     for (dim_t i = 0; i < m; i++)
         for (dim_t j = 0; j < n; j++)
             t[i * u->nr + j] = c[i * rs_c + j * cs_c];
-    u->kernel(k, a, b, t, u->nr, *alpha, *beta, (int)m, (int)n);
+    u->kernel(k, a, b, t, u->nr, *alpha, *beta, (int)m, (int)n, NULL, 0);
     for (dim_t i = 0; i < m; i++)
         for (dim_t j = 0; j < n; j++)
             c[i * rs_c + j * cs_c] = t[i * u->nr + j];

@@ -141,7 +141,7 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc)
 {
-    lk_sgemm_typed(transa, transb, m, n, k, alpha, a, lda, b, LK_F32, ldb, beta, c, ldc);
+    lk_sgemm_typed(transa, transb, m, n, k, alpha, a, lda, b, LK_F32, ldb, beta, c, ldc, NULL);
 }
 
 const char *lk_sgemm_name(void)
@@ -166,9 +166,21 @@ static float *widen(const void *x, lk_elt t, int trans, int64_t rows, int64_t co
     return f;
 }
 
+/* The reference has no bias: C becomes beta C + bias first, then beta 1 */
+static void fold_bias(float *c, int64_t ldc, int64_t m, int64_t n, float *beta,
+                      const float *bias, int rows)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float *cp = c + i * ldc + j;
+            *cp = (*beta == 0.f ? 0.f : *beta * *cp) + bias[rows ? i : j];
+        }
+    *beta = 1.f;
+}
+
 void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
                     const float *a, int64_t lda, const void *b, lk_elt bt, int64_t ldb,
-                    float beta, float *c, int64_t ldc)
+                    float beta, float *c, int64_t ldc, const float *bias)
 {
     if (!table.ready)
         lk_init();
@@ -177,11 +189,13 @@ void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, flo
     if (table.gemm) {
         lk_gemm_args g = {.transa = transa, .transb = transb, .m = m, .n = n, .k = k,
                           .alpha = alpha, .beta = beta, .a = a, .b = b, .at = LK_F32, .bt = bt,
-                          .lda = lda, .ldb = ldb, .ldc = ldc, .c = c};
+                          .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .bias = bias};
         if (lk_gemm_blocked(table.gemm, &g) == 0)
             return;
     }
     /* no SIMD level, or no memory for the packed operand (C is untouched) */
+    if (bias)
+        fold_bias(c, ldc, m, n, &beta, bias, 0);
     if (bt == LK_F32) {
         lk_sgemm_ref(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
@@ -197,7 +211,7 @@ void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, flo
 #define CONV_REF_COLS 256
 
 void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_t ldw,
-              float alpha, float beta, float *out, int64_t ldo)
+              float alpha, float beta, float *out, int64_t ldo, const float *bias)
 {
     if (!table.ready)
         lk_init();
@@ -211,10 +225,13 @@ void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_
          * 3x3 conv at 32x32, 2 threads; the transposed stores cost more
          * than the smaller packing saves. */
         lk_gemm_args a = {.m = cout, .n = P, .k = K, .alpha = alpha, .beta = beta, .a = w,
-                          .at = wt, .lda = ldw, .ldc = ldo, .c = out, .im2col = g};
+                          .at = wt, .lda = ldw, .ldc = ldo, .c = out, .im2col = g,
+                          .bias = bias, .bias_rows = 1};
         if (lk_gemm_blocked(table.gemm, &a) == 0)
             return;
     }
+    if (bias)
+        fold_bias(out, ldo, cout, P, &beta, bias, 1);
     float *wf = wt == LK_F32 ? NULL : widen(w, wt, 0, cout, K, ldw);
     int64_t chunk = P < CONV_REF_COLS ? P : CONV_REF_COLS;
     float *col = malloc((size_t)K * (size_t)chunk * sizeof(float));

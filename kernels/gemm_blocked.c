@@ -45,6 +45,8 @@ typedef struct {
     lk_elt at, bt;
     float *c;
     const lk_im2col *im2col; /* op(B) is this convolution's column matrix */
+    const float *bias;       /* added with the first k block (lk_gemm_args) */
+    int brows;
     /* the current pass: columns [j0, j0 + nw) of C */
     int64_t j0, nw;
     float *bp;
@@ -93,21 +95,24 @@ static void pack_b_panels(void *ctx, int64_t q0, int64_t q1)
  * block: ap the block's packed rows of A (strip after strip, kcb x mr
  * each), bp its first B panel, bstride floats from one panel to the next. */
 static void macro_kernel(const gemm_job *j, int64_t kcb, const float *ap, int64_t i0, int64_t mw,
-                         const float *bp, int64_t bstride, int64_t col, int64_t jw, float beta)
+                         const float *bp, int64_t bstride, int64_t col, int64_t jw, int first)
 {
     const lk_gemm_ukr *u = j->u;
     int mr = u->mr, nr = u->nr;
+    float beta = first ? j->beta : 1.f;
+    const float *bias = first ? j->bias : NULL;
     for (int64_t jr = 0; jr < jw; jr += nr, bp += bstride) {
         int nre = (int)min64(nr, jw - jr);
         for (int64_t ir = 0; ir < mw; ir += mr) {
             const float *a = ap + (ir / mr) * kcb * mr;
             int mre = (int)min64(mr, mw - ir);
+            const float *bs = !bias ? NULL : j->brows ? bias + i0 + ir : bias + col + jr;
             if (j->ct)
                 u->kernel_ct(kcb, a, bp, j->c + (col + jr) * j->ldc + i0 + ir, j->ldc, j->alpha,
-                             beta, mre, nre);
+                             beta, mre, nre, bs, j->brows);
             else
                 u->kernel(kcb, a, bp, j->c + (i0 + ir) * j->ldc + col + jr, j->ldc, j->alpha,
-                          beta, mre, nre);
+                          beta, mre, nre, bs, j->brows);
         }
     }
 }
@@ -122,8 +127,7 @@ static void run_block(const gemm_job *j, int64_t i0, int64_t mw, int64_t jj0, in
             u->pack_a(j->transa, j->a, j->at, j->lda, i0 + ir, (int)min64(mr, mw - ir), pc, kcb,
                       apack + (ir / mr) * kcb * mr);
         const float *bpan = j->bp + (jj0 / nr) * j->k * nr + pc * nr;
-        macro_kernel(j, kcb, apack, i0, mw, bpan, j->k * nr, j->j0 + jj0, jw,
-                     pc == 0 ? j->beta : 1.f);
+        macro_kernel(j, kcb, apack, i0, mw, bpan, j->k * nr, j->j0 + jj0, jw, pc == 0);
     }
 }
 
@@ -142,12 +146,15 @@ static void compute_blocks(void *ctx, int64_t t0, int64_t t1)
     }
 }
 
-/* C = beta * C, the whole product when k == 0 */
-static void scale_c(float *c, int64_t ldc, int64_t m, int64_t n, float beta)
+/* C = beta * C (+ bias), the whole product when k == 0 */
+static void scale_c(const lk_gemm_args *g)
 {
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t jj = 0; jj < n; jj++)
-            c[i * ldc + jj] = beta == 0.f ? 0.f : beta * c[i * ldc + jj];
+    for (int64_t i = 0; i < g->m; i++)
+        for (int64_t jj = 0; jj < g->n; jj++) {
+            float *c = g->c + i * g->ldc + jj;
+            float v = g->beta == 0.f ? 0.f : g->beta * *c;
+            *c = g->bias ? v + g->bias[g->bias_rows ? i : jj] : v;
+        }
 }
 
 /* How C is cut into tasks: blocks of at most u->mc x u->nc, and at least
@@ -254,7 +261,7 @@ static void cols_compute(void *ctx, int64_t t0, int64_t t1)
             const float *ablk = cj->apk + pc * cj->strips * mr;
             for (int64_t ic = 0; ic < j->m; ic += u->mc)
                 macro_kernel(j, kcb, ablk + (ic / mr) * kcb * mr, ic, min64(u->mc, j->m - ic), bb,
-                             kcb * nr, c0, c1 - c0, pc == 0 ? j->beta : 1.f);
+                             kcb * nr, c0, c1 - c0, pc == 0);
         }
     }
 }
@@ -309,13 +316,13 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
     if ((int64_t)u->mc * u->kc > APACK_FLOATS)
         return -1;
     if (g->k <= 0) {
-        scale_c(g->c, g->ldc, g->m, g->n, g->beta);
+        scale_c(g);
         return 0;
     }
     gemm_job j = {.u = u, .transa = g->transa, .transb = g->transb, .m = g->m, .n = g->n,
                   .k = g->k, .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc, .alpha = g->alpha,
                   .beta = g->beta, .a = g->a, .b = g->b, .at = g->at, .bt = g->bt, .c = g->c,
-                  .im2col = g->im2col};
+                  .im2col = g->im2col, .bias = g->bias, .brows = g->bias_rows};
     if (!g->im2col && swap_pays(u, j.m, j.n, j.k)) {
         /* C^T = op(B)^T op(A)^T: the wide operand becomes A, packed block by
          * block as it is used, instead of in a pass of its own. Each
@@ -325,6 +332,7 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
         j.lda = g->ldb, j.ldb = g->lda;
         j.a = g->b, j.b = g->a;
         j.at = g->bt, j.bt = g->at;
+        j.brows = !g->bias_rows;
         j.ct = 1;
     }
     if (cols_pays(u, &j) && gemm_cols(&j) == 0)

@@ -15,13 +15,18 @@ typedef struct lk_gemm_ukr {
     int kc;     /* k block: fixes the summation order, so never tuned per call */
     int mc, nc; /* largest m and n block per task (mc a multiple of mr, nc of nr) */
     /* C[0:mr_eff, 0:nr_eff] = alpha * Ap @ Bp + beta * C, Ap an mr x kc panel
-     * (column by column), Bp kc rows of nr. beta == 0 never reads C. */
+     * (column by column), Bp kc rows of nr. beta == 0 never reads C. With
+     * bias, fma(alpha, acc, beta * C + bias) where bias[i] runs down the
+     * rows (brows) or bias[j] along the columns: with beta 0, the bits of
+     * beta 1 on a C filled with the bias. */
     void (*kernel)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                   float alpha, float beta, int mr_eff, int nr_eff);
+                   float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                   int brows);
     /* the same with the tile stored transposed: element (i, j) at c[j*ldc + i]
      * (the driver computes C^T = op(B)^T op(A)^T when that packs less) */
     void (*kernel_ct)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                      float alpha, float beta, int mr_eff, int nr_eff);
+                      float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                      int brows);
     /* op(A)[i0:i0+mr_eff, p0:p0+kc] into dst[kc][mr], rows past mr_eff
      * zero; A's elements stored as t */
     void (*pack_a)(int trans, const void *a, lk_elt t, int64_t lda, int64_t i0, int mr_eff,
@@ -51,6 +56,10 @@ typedef struct {
     int64_t lda, ldb, ldc;
     float *c;
     const lk_im2col *im2col;
+    /* added to C once (see the kernels): bias[i] per row of C (bias_rows)
+     * or bias[j] per column; NULL for none */
+    const float *bias;
+    int bias_rows;
 } lk_gemm_args;
 
 /* lk_sgemm's contract, on the pool. Returns 0, or -1 if a packing buffer

@@ -26,10 +26,14 @@ void lk_sgemm(int transa, int transb, int64_t m, int64_t n, int64_t k, float alp
  * the widened operand. */
 typedef enum { LK_F32 = 0, LK_F16, LK_BF16 } lk_elt;
 
-/* lk_sgemm with B stored as bt (f32, IEEE half or bfloat16) */
+/* lk_sgemm with B stored as bt (f32, IEEE half or bfloat16), and bias[j]
+ * (n floats, or NULL) added to every row of C as the product is stored:
+ * C = alpha op(A) op(B) + beta C + bias, rounded as fma(alpha, AB, beta C +
+ * bias), so with beta 0 the same bits as lk_sgemm with beta 1 on a C
+ * filled with the bias, without that extra pass over C. */
 void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
                     const float *a, int64_t lda, const void *b, lk_elt bt, int64_t ldb,
-                    float beta, float *c, int64_t ldc);
+                    float beta, float *c, int64_t ldc, const float *bias);
 
 /* One image-group of a 2-d convolution, as torch's F.conv2d: x is [C, H,
  * W] contiguous, the output OH x OW. Its column matrix col[k, p] has a row
@@ -45,11 +49,12 @@ typedef struct {
 /* out[o*ldo + p] = alpha * sum_k w[o*ldw + k] col[k, p] + beta * out[o*ldo
  * + p] for o < cout, all p: a convolution without its column matrix ever
  * being stored (the GEMM packs its pieces straight from x). w is stored as
- * wt. On the pool; the same bits for any thread count, and the same as
+ * wt; bias[o] (or NULL) is added to output row o as lk_sgemm_typed adds
+ * its bias. On the pool; the same bits for any thread count, and the same as
  * lk_sgemm(0, 0, cout, P, K, alpha, w, ldw, col, P, beta, out, ldo) on the
  * materialised col (and f32 w). */
 void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_t ldw,
-              float alpha, float beta, float *out, int64_t ldo);
+              float alpha, float beta, float *out, int64_t ldo, const float *bias);
 
 /* One row of attention scores through an unnormalised softmax, in place:
  * s[j] = exp(s[j] - max(s)), returning the sum of the new s[j] (the

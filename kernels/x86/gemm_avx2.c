@@ -61,34 +61,45 @@ tile(int64_t kc, const float *restrict a, const float *restrict b, float *restri
     }
 }
 
-static void kernel_6x16(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                        float alpha, float beta, int mr_eff, int nr_eff)
+/* alpha t + beta c (+ bias), rounded as the vector path rounds it */
+static inline float combine(float alpha, float t, float beta, float c, const float *bias,
+                            int64_t bi)
 {
-    if (mr_eff == MR && nr_eff == NR) {
+    if (bias)
+        return fmaf(alpha, t, beta == 0.f ? bias[bi] : fmaf(beta, c, bias[bi]));
+    return beta == 0.f ? alpha * t : fmaf(alpha, t, beta * c);
+}
+
+static void kernel_6x16(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                        float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                        int brows)
+{
+    if (mr_eff == MR && nr_eff == NR && !bias) {
         tile(kc, ap, bp, c, ldc, alpha, beta, 0);
         return;
     }
-    /* edge tile: the full tile into scratch, then the same combine in
-     * scalar (fmaf rounds like the vector FMA) */
+    /* edge tile (or a bias): the full tile into scratch, then the same
+     * combine in scalar (fmaf rounds like the vector FMA) */
     _Alignas(32) float t[MR * NR];
     tile(kc, ap, bp, t, NR, 1.f, 0.f, 1);
     for (int i = 0; i < mr_eff; i++)
         for (int j = 0; j < nr_eff; j++) {
             float *cp = c + i * ldc + j;
-            *cp = beta == 0.f ? alpha * t[i * NR + j] : fmaf(alpha, t[i * NR + j], beta * *cp);
+            *cp = combine(alpha, t[i * NR + j], beta, *cp, bias, brows ? i : j);
         }
 }
 
 /* the tile stored transposed: element (i, j) at c[j*ldc + i] */
 static void kernel_6x16_ct(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                           float alpha, float beta, int mr_eff, int nr_eff)
+                           float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                           int brows)
 {
     _Alignas(32) float t[MR * NR];
     tile(kc, ap, bp, t, NR, 1.f, 0.f, 1);
     for (int j = 0; j < nr_eff; j++)
         for (int i = 0; i < mr_eff; i++) {
             float *cp = c + j * ldc + i;
-            *cp = beta == 0.f ? alpha * t[i * NR + j] : fmaf(alpha, t[i * NR + j], beta * *cp);
+            *cp = combine(alpha, t[i * NR + j], beta, *cp, bias, brows ? i : j);
         }
 }
 

@@ -65,7 +65,8 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
  * the accumulators stay in registers */
 static inline __attribute__((always_inline)) void
 tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict b,
-     float *restrict c, int64_t ldc, float alpha, float beta, int mr_eff, int nr_eff)
+     float *restrict c, int64_t ldc, float alpha, float beta, int mr_eff, int nr_eff,
+     const float *bias, int brows)
 {
     __m512 acc[MR][2];
 #pragma GCC unroll 14
@@ -109,6 +110,8 @@ tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict 
             _mm512_store_ps(t + i * NR + 16, _mm512_setzero_ps());
         }
         __mmask16 mm = lanes(mr_eff);
+        /* a stored row l holds the tile's column l: a row bias runs along it */
+        __m512 brow = bias && brows ? _mm512_maskz_loadu_ps(mm, bias) : _mm512_setzero_ps();
         for (int h = 0; h < nv; h++) {
             __m512 v[16];
 #pragma GCC unroll 16
@@ -120,17 +123,43 @@ tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict 
                 if (16 * h + l >= nr_eff)
                     break;
                 float *cp = c + (16 * h + l) * ldc;
+                __m512 add = bias ? (brows ? brow : _mm512_set1_ps(bias[16 * h + l]))
+                                  : _mm512_setzero_ps();
                 __m512 r;
                 if (beta == 0.f)
-                    r = _mm512_mul_ps(va, v[l]);
+                    r = bias ? _mm512_fmadd_ps(va, v[l], add) : _mm512_mul_ps(va, v[l]);
                 else
-                    r = _mm512_fmadd_ps(va, v[l], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mm, cp)));
+                    r = _mm512_fmadd_ps(va, v[l],
+                                        _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mm, cp), add));
                 _mm512_mask_storeu_ps(cp, mm, r);
             }
         }
         return;
     }
     __mmask16 m0 = lanes(nr_eff), m1 = lanes(nr_eff - 16);
+    if (bias) {
+        /* C = alpha acc + (beta C + bias): with beta 0, the bits of a C
+         * filled with the bias beforehand and beta 1 */
+        __m512 bc0 = brows ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, bias);
+        __m512 bc1 = brows || nv < 2 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, bias + 16);
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; i++) {
+            if (i >= mr_eff)
+                break;
+            float *cp = c + i * ldc;
+            __m512 a0 = brows ? _mm512_set1_ps(bias[i]) : bc0;
+            __m512 a1 = brows ? a0 : bc1;
+            if (beta != 0.f) {
+                a0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cp), a0);
+                if (nv > 1)
+                    a1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cp + 16), a1);
+            }
+            _mm512_mask_storeu_ps(cp, m0, _mm512_fmadd_ps(va, acc[i][0], a0));
+            if (nv > 1)
+                _mm512_mask_storeu_ps(cp + 16, m1, _mm512_fmadd_ps(va, acc[i][1], a1));
+        }
+        return;
+    }
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++) {
         if (i >= mr_eff)
@@ -152,21 +181,23 @@ tile(int nv, int ct, int64_t kc, const float *restrict a, const float *restrict 
 }
 
 static void kernel_14x32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                         float alpha, float beta, int mr_eff, int nr_eff)
+                         float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                         int brows)
 {
     if (nr_eff > 16)
-        tile(2, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+        tile(2, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
     else
-        tile(1, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+        tile(1, 0, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
 }
 
 static void kernel_14x32_ct(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                            float alpha, float beta, int mr_eff, int nr_eff)
+                            float alpha, float beta, int mr_eff, int nr_eff, const float *bias,
+                            int brows)
 {
     if (nr_eff > 16)
-        tile(2, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+        tile(2, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
     else
-        tile(1, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff);
+        tile(1, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
 }
 
 /* 16 elements at src (stored as t), lanes outside m zero, as f32; always

@@ -14,23 +14,6 @@
 #include "ops.h"
 #include "ops/prof.h"
 
-typedef struct {
-    float *out;
-    const float *bias;
-    int64_t P;
-} bias_job;
-
-static void fill_bias(void *ctx, int64_t r0, int64_t r1)
-{
-    const bias_job *j = ctx;
-    for (int64_t r = r0; r < r1; r++) {
-        float b = j->bias[r];
-        float *o = j->out + r * j->P;
-        for (int64_t p = 0; p < j->P; p++)
-            o[p] = b;
-    }
-}
-
 static int check_params(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
                         const lc_conv2d_params *p)
 {
@@ -82,17 +65,12 @@ static int conv_run(const float *x, const void *w, lk_elt wt, const float *bias,
     size_t wsize = wt == LK_F32 ? sizeof(float) : sizeof(uint16_t);
     for (int64_t n = 0; n < N; n++) {
         float *on = out + n * Cout * P;
-        if (bias) {
-            bias_job bj = {on, bias, P};
-            if (lc_parallel_for(Cout, lc_grain_for(Cout, 1), fill_bias, &bj) != LC_OK)
-                return LC_ERR;
-        }
         for (int64_t g = 0; g < G; g++) {
             lk_im2col geom = {x + (n * Cin + g * Cg) * H * W, Cg, H, W, OH, OW, kh, kw,
                               p->stride[0], p->stride[1], p->padding[0], p->padding[1],
                               p->dilation[0], p->dilation[1]};
-            lk_sconv(&geom, Og, (const char *)w + (size_t)(g * Og * K) * wsize, wt, K, 1.f,
-                     bias ? 1.f : 0.f, on + g * Og * P, P);
+            lk_sconv(&geom, Og, (const char *)w + (size_t)(g * Og * K) * wsize, wt, K, 1.f, 0.f,
+                     on + g * Og * P, P, bias ? bias + g * Og : NULL);
             if (lc_interrupted())
                 return lc_err("interrupted");
         }

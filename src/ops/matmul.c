@@ -335,25 +335,21 @@ static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
         lw.trans = 0;
         lw.ld = nin;
     }
-    lc_tensor *y = xc && wc ? lc_tensor_new(LC_F32, x->ndim, oshape) : NULL;
+    /* the bias is added as the GEMM stores each tile (no pass of its own) */
+    lc_tensor *bf = bias && xc && wc ? lc_tensor_f32((lc_tensor *)bias) : NULL;
+    lc_tensor *y = xc && wc && (bf || !bias) ? lc_tensor_new(LC_F32, x->ndim, oshape) : NULL;
     if (!y)
         goto fail;
     float *py = lc_tensor_data(y);
-    if (bias) {
-        /* every row starts as the bias; the product accumulates onto it */
-        if (lc_tensor_copy_(y, bias) != LC_OK)
-            goto fail;
-    }
-    if (nin == 0) {
-        if (!bias)
-            memset(py, 0, lc_tensor_nbytes(y));
-    } else if (rows > 0 && nout > 0) {
+    if (rows > 0 && nout > 0) {
         /* lw.trans == 0: w row-major [out, in], which is B^T: transb = 1 */
         lk_sgemm_typed(0, !lw.trans, rows, nout, nin, 1.0f, lc_tensor_data(xc), nin,
-                       lc_tensor_data(wc), wt, lw.ld, bias ? 1.0f : 0.0f, py, nout);
+                       lc_tensor_data(wc), wt, lw.ld, 0.0f, py, nout,
+                       bf ? lc_tensor_data(bf) : NULL);
     }
     lc_tensor_free(xc);
     lc_tensor_free(wc);
+    lc_tensor_free(bf);
     if (rdt != LC_F32) {
         lc_tensor *o2 = lc_tensor_to(y, rdt);
         lc_tensor_free(y);
@@ -363,6 +359,7 @@ static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
 fail:
     lc_tensor_free(xc);
     lc_tensor_free(wc);
+    lc_tensor_free(bf);
     lc_tensor_free(y);
     return NULL;
 }

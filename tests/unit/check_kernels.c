@@ -312,11 +312,24 @@ START_TEST(test_sgemm_typed)
             mat c1 = mat_new(s.m, s.n, &seed), c2 = mat_copy(&c1);
             lk_sgemm(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, b.p, b.ld, 0.25f, c1.p, c1.ld);
             lk_sgemm_typed(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, bh, bt, b.ld, 0.25f, c2.p,
-                           c2.ld);
+                           c2.ld, NULL);
             ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
                           "%s: B stored %s differs from B widened, ta=%d tb=%d %ldx%ldx%ld",
                           lk_sgemm_name(), bt == LK_F16 ? "f16" : "bf16", ta, tb, (long)s.m,
                           (long)s.n, (long)s.k);
+            /* a bias added as C is stored: the bits of C filled with the
+             * bias and beta 1 (c1 reused as that C) */
+            mat bias = mat_new(1, s.n, &seed);
+            for (int64_t i = 0; i < s.m; i++)
+                for (int64_t j = 0; j < s.n; j++)
+                    c1.p[i * c1.ld + j] = bias.p[j];
+            lk_sgemm(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, b.p, b.ld, 1.f, c1.p, c1.ld);
+            lk_sgemm_typed(ta, tb, s.m, s.n, s.k, 1.5f, a.p, a.ld, bh, bt, b.ld, 0.f, c2.p, c2.ld,
+                           bias.p);
+            ck_assert_msg(!memcmp(c1.base, c2.base, (size_t)(s.m * c1.ld + 1) * sizeof(float)),
+                          "%s: bias differs from C filled with it, ta=%d tb=%d %ldx%ldx%ld",
+                          lk_sgemm_name(), ta, tb, (long)s.m, (long)s.n, (long)s.k);
+            free(bias.base);
             free(bh);
             free(a.base), free(b.base), free(c1.base), free(c2.base);
         }
@@ -427,9 +440,9 @@ START_TEST(test_sconv)
             lk_sgemm(0, 0, cc.cout, P, K, 1.f, wm->p, wm->ld, col, P, beta, c1.p, c1.ld);
             const void *wp = half ? (const void *)wh : (const void *)w.p;
             lk_elt wt = half ? LK_F16 : LK_F32;
-            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c2.p, c2.ld);
+            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c2.p, c2.ld, NULL);
             lc_pool_init(1);
-            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c3.p, c3.ld);
+            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, beta, c3.p, c3.ld, NULL);
             size_t bytes = (size_t)(cc.cout * c0.ld + 1) * sizeof(float);
             ck_assert_msg(!memcmp(c1.base, c2.base, bytes),
                           "%s: conv case %zu (%s weights, beta %g) differs from im2col + sgemm",
@@ -441,6 +454,18 @@ START_TEST(test_sconv)
                 for (int64_t j = P; j < c2.ld && o * c2.ld + j < cc.cout * c2.ld; j++)
                     ck_assert_msg(isnan(c2.p[o * c2.ld + j]), "conv wrote padding of row %ld",
                                   (long)o);
+            /* a bias per output channel: the bits of an output filled with
+             * it and beta 1 */
+            mat bias = mat_new(1, cc.cout, &seed);
+            for (int64_t o = 0; o < cc.cout; o++)
+                for (int64_t j = 0; j < P; j++)
+                    c1.p[o * c1.ld + j] = bias.p[o];
+            lk_sgemm(0, 0, cc.cout, P, K, 1.f, wm->p, wm->ld, col, P, 1.f, c1.p, c1.ld);
+            lk_sconv(&g, cc.cout, wp, wt, w.ld, 1.f, 0.f, c2.p, c2.ld, bias.p);
+            ck_assert_msg(!memcmp(c1.base, c2.base, bytes),
+                          "%s: conv case %zu with a bias differs from a C filled with it",
+                          lk_sgemm_name(), ci);
+            free(bias.base);
             free(c0.base), free(c1.base), free(c2.base), free(c3.base);
         }
         free(col), free(wh), free(x.base), free(w.base), free(wf.base);
