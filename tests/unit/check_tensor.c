@@ -290,6 +290,54 @@ START_TEST(test_big_buffer_recycling)
 }
 END_TEST
 
+/* Permuted views made contiguous (the transposing fast path for 4-byte
+ * elements, and the general one) against indexing by hand, for all 24
+ * orders of a 4-d tensor with odd sizes */
+START_TEST(test_permute_copies)
+{
+    lc_pool_init(2);
+    const int64_t shape[4] = {3, 5, 37, 41}; /* the unit-stride dim past a 32-tile */
+    lc_tensor *t = lc_tensor_new(LC_F32, 4, shape);
+    ck_assert_ptr_nonnull(t);
+    float *tp = lc_tensor_data(t);
+    for (int64_t i = 0; i < lc_tensor_numel(t); i++)
+        tp[i] = (float)i;
+    int perms = 0;
+    for (int p0 = 0; p0 < 4; p0++)
+        for (int p1 = 0; p1 < 4; p1++)
+            for (int p2 = 0; p2 < 4; p2++) {
+                int p3 = 6 - p0 - p1 - p2;
+                if (p0 == p1 || p0 == p2 || p1 == p2 || p3 < 0 || p3 > 3 || p3 == p0 ||
+                    p3 == p1 || p3 == p2)
+                    continue;
+                const int perm[4] = {p0, p1, p2, p3};
+                lc_tensor *v = lc_tensor_permute(t, perm);
+                lc_tensor *c = v ? lc_tensor_contiguous(v) : NULL;
+                ck_assert_ptr_nonnull(c);
+                const float *cp = lc_tensor_data(c);
+                int64_t idx[4], n = 0;
+                for (idx[0] = 0; idx[0] < shape[p0]; idx[0]++)
+                    for (idx[1] = 0; idx[1] < shape[p1]; idx[1]++)
+                        for (idx[2] = 0; idx[2] < shape[p2]; idx[2]++)
+                            for (idx[3] = 0; idx[3] < shape[p3]; idx[3]++) {
+                                int64_t src[4];
+                                for (int d = 0; d < 4; d++)
+                                    src[perm[d]] = idx[d];
+                                float want = (float)(((src[0] * shape[1] + src[1]) * shape[2] +
+                                                      src[2]) * shape[3] + src[3]);
+                                ck_assert_msg(cp[n] == want, "perm %d%d%d%d element %ld: %g, want %g",
+                                              p0, p1, p2, p3, (long)n, cp[n], want);
+                                n++;
+                            }
+                lc_tensor_free(v);
+                lc_tensor_free(c);
+                perms++;
+            }
+    ck_assert_int_eq(perms, 24);
+    lc_tensor_free(t);
+}
+END_TEST
+
 START_TEST(test_pool_covers_range)
 {
     for (int threads = 1; threads <= 3; threads++) {
@@ -334,6 +382,7 @@ int main(void)
     tcase_add_test(tc, test_bad_shapes);
     tcase_add_test(tc, test_live_bytes_accounting);
     tcase_add_test(tc, test_big_buffer_recycling);
+    tcase_add_test(tc, test_permute_copies);
     tcase_add_test(tc, test_pool_covers_range);
     tcase_add_test(tc, test_error_prefix);
     suite_add_tcase(s, tc);
