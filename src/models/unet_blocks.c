@@ -768,10 +768,17 @@ lc_tensor *lc_up_block_forward(const lc_ufwd *f, const lc_ublock *blk, lc_tensor
     if (blk->has_sampler) {
         int64_t oh = out_h > 0 ? out_h : 2 * h->shape[2];
         int64_t ow = out_w > 0 ? out_w : 2 * h->shape[3];
-        if (swap(&h, lc_resize(h, oh, ow, LC_RESIZE_NEAREST, 0)) != LC_OK)
-            goto fail;
-        if (swap(&h, conv(h, &blk->sampler, 1, 1)) != LC_OK)
-            goto fail;
+        if (oh == 2 * h->shape[2] && ow == 2 * h->shape[3] && blk->sampler.w->ndim == 4 &&
+            blk->sampler.w->shape[2] == 3 && blk->sampler.w->shape[3] == 3) {
+            /* nearest 2x and the 3x3 conv in one op, 4/9 of the work */
+            if (swap(&h, lc_conv2d_up2(h, blk->sampler.w, blk->sampler.b)) != LC_OK)
+                goto fail;
+        } else {
+            if (swap(&h, lc_resize(h, oh, ow, LC_RESIZE_NEAREST, 0)) != LC_OK)
+                goto fail;
+            if (swap(&h, conv(h, &blk->sampler, 1, 1)) != LC_OK)
+                goto fail;
+        }
     }
     return h;
 fail:

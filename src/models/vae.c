@@ -514,10 +514,10 @@ lc_tensor *lc_vae_decode(lc_vae *m, const lc_tensor *z)
         if (h && lc_interrupted())
             return interrupted(h);
         if (h && d->blk[i].sw) {
-            lc_tensor *u = lc_resize(h, 2 * h->shape[2], 2 * h->shape[3], LC_RESIZE_NEAREST, 0);
+            /* nearest 2x then the 3x3 conv, in one op with 4/9 of the work */
+            lc_tensor *u = lc_conv2d_up2(h, d->blk[i].sw, d->blk[i].sb);
             lc_tensor_free(h);
-            h = u ? conv(u, d->blk[i].sw, d->blk[i].sb, 1, 1) : NULL;
-            lc_tensor_free(u);
+            h = u;
         }
     }
     h = h ? out_fwd(m, d, h) : NULL;

@@ -156,3 +156,122 @@ lc_tensor *lc_conv2d(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bi
                                   : 0);
     return y;
 }
+
+/* ---- 3x3 conv of a nearest-2x upsampled input ----
+ *
+ * Output row 2y+dy reads upsampled rows 2y+dy-1 .. 2y+dy+1, which are input
+ * rows y-1, y, y (dy 0) or y, y, y+1 (dy 1): kernel rows {0}, {1,2} or
+ * {0,1}, {2} land on the same input row and their weights add. Likewise for
+ * columns. Each phase is thus a 2x2 conv of x; with padding 1 its output
+ * row r reads input rows r-1 and r, so phase dy takes rows dy .. dy+H-1. */
+
+/* kernel taps of the 3x3 that phase d's 2x2 tap t gathers: [first, last] */
+static const int up2_taps[2][2][2] = {{{0, 0}, {1, 2}}, {{0, 1}, {2, 2}}};
+
+typedef struct {
+    const float *y; /* one phase: [N*Cout, H+1, W+1] */
+    float *out;     /* [N*Cout, 2H, 2W] */
+    int64_t H, W;
+    int dy, dx;
+} up2_job;
+
+static void up2_scatter(void *ctx, int64_t r0, int64_t r1)
+{
+    const up2_job *j = ctx;
+    int64_t H = j->H, W = j->W;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *y = j->y + r * (H + 1) * (W + 1);
+        float *o = j->out + r * 4 * H * W;
+        for (int64_t yy = 0; yy < H; yy++) {
+            const float *src = y + (yy + j->dy) * (W + 1) + j->dx;
+            float *dst = o + (2 * yy + j->dy) * 2 * W + j->dx;
+            for (int64_t xx = 0; xx < W; xx++)
+                dst[2 * xx] = src[xx];
+        }
+    }
+}
+
+/* the four phases' 2x2 weights [4][Cout*C][2][2], in one pass over the
+ * 3x3 ones (widened to f32 for it; both are freed after the call) */
+typedef struct {
+    const float *w9;
+    float *w4;
+    int64_t n; /* Cout * C */
+} up2_wjob;
+
+static void up2_weights(void *ctx, int64_t oc0, int64_t oc1)
+{
+    const up2_wjob *j = ctx;
+    for (int64_t oc = oc0; oc < oc1; oc++) {
+        const float *w9 = j->w9 + oc * 9;
+        for (int ph = 0; ph < 4; ph++) {
+            int dy = ph >> 1, dx = ph & 1;
+            float *w4 = j->w4 + (ph * j->n + oc) * 4;
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    float sum = 0.f;
+                    for (int ki = up2_taps[dy][a][0]; ki <= up2_taps[dy][a][1]; ki++)
+                        for (int kj = up2_taps[dx][b][0]; kj <= up2_taps[dx][b][1]; kj++)
+                            sum += w9[ki * 3 + kj];
+                    w4[a * 2 + b] = sum;
+                }
+        }
+    }
+}
+
+static lc_tensor *conv2d_up2_impl(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
+{
+    if (x->ndim != 4 || w->ndim != 4 || w->shape[2] != 3 || w->shape[3] != 3 ||
+        w->shape[1] != x->shape[1]) {
+        lc_err("conv2d_up2: input %s and weight %s must be [N,C,H,W] and [Cout,C,3,3]",
+               LC_SHAPE_STR(x), LC_SHAPE_STR(w));
+        return NULL;
+    }
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t Cout = w->shape[0];
+    lc_tensor *wf = lc_tensor_f32((lc_tensor *)w), *w4 = NULL, *out = NULL;
+    int64_t w4s[5] = {4, Cout, C, 2, 2}, os[4] = {N, Cout, 2 * H, 2 * W};
+    if (!wf || !(w4 = lc_tensor_new(LC_F32, 5, w4s)) || !(out = lc_tensor_new(LC_F32, 4, os)))
+        goto fail;
+    up2_wjob wj = {lc_tensor_data(wf), lc_tensor_data(w4), Cout * C};
+    if (lc_parallel_for(Cout * C, lc_grain_for(Cout * C, 64), up2_weights, &wj) != LC_OK)
+        goto fail;
+    lc_tensor_free(wf);
+    wf = NULL;
+    lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+    for (int ph = 0; ph < 4; ph++) {
+        lc_tensor *wp = lc_tensor_narrow(w4, 0, ph, 1), *wv = NULL, *y = NULL;
+        if (wp)
+            wv = lc_tensor_view(wp, 4, (const int64_t[]){Cout, C, 2, 2});
+        if (wv)
+            y = lc_conv2d(x, wv, bias, &p);
+        lc_tensor_free(wp);
+        lc_tensor_free(wv);
+        if (!y)
+            goto fail;
+        up2_job j = {lc_tensor_data(y), lc_tensor_data(out), H, W, ph >> 1, ph & 1};
+        int rc = lc_parallel_for(N * Cout, lc_grain_for(N * Cout, 1), up2_scatter, &j);
+        lc_tensor_free(y);
+        if (rc != LC_OK)
+            goto fail;
+    }
+    lc_tensor_free(w4);
+    return out;
+fail:
+    lc_tensor_free(wf);
+    lc_tensor_free(w4);
+    lc_tensor_free(out);
+    return NULL;
+}
+
+lc_tensor *lc_conv2d_up2(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
+{
+    LC_PROF_BEGIN();
+    lc_tensor *y = conv2d_up2_impl(x, w, bias);
+    /* the work done: four 2x2 convs on (H+1) x (W+1) */
+    LC_PROF_END(LC_PROF_CONV, y ? 2.0 * 4 * (double)x->shape[0] * (double)w->shape[0] *
+                                      (double)w->shape[1] * 4 * (double)(x->shape[2] + 1) *
+                                      (double)(x->shape[3] + 1)
+                                : 0);
+    return y;
+}

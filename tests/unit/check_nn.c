@@ -185,6 +185,34 @@ START_TEST(test_conv_large_and_strided)
 }
 END_TEST
 
+/* the upsampler's 3x3 conv of a nearest-2x upsampled input, by phases,
+ * against the naive conv of the upsampled tensor (odd sizes, f16 weights) */
+START_TEST(test_conv_up2)
+{
+    const int64_t dims[][4] = {{2, 3, 5, 7}, {1, 5, 1, 4}, {1, 2, 6, 1}, {1, 17, 9, 11}};
+    for (int c = 0; c < 4; c++) {
+        const int64_t *d = dims[c];
+        int64_t cout = c + 2;
+        lc_tensor *x = rand_tensor(4, d), *w = rand_tensor(4, T4(cout, d[1], 3, 3));
+        lc_tensor *b = rand_tensor(1, (const int64_t[]){cout});
+        lc_tensor *w16 = lc_tensor_to(w, LC_F16), *w16f = lc_tensor_to(w16, LC_F32);
+        lc_tensor *u = lc_resize(x, 2 * d[2], 2 * d[3], LC_RESIZE_NEAREST, 0);
+        ck_assert(w16 && w16f && u);
+        lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+        lc_tensor *want = naive_conv(u, w16f, b, &p), *got = lc_conv2d_up2(x, w16, b);
+        ck_assert_ptr_nonnull(got);
+        ck_assert_int_eq(got->shape[2], 2 * d[2]);
+        ck_assert_int_eq(got->shape[3], 2 * d[3]);
+        assert_close(got, want, 1e-4 * (double)d[1], "conv2d_up2");
+        lc_tensor_free(x), lc_tensor_free(w), lc_tensor_free(b), lc_tensor_free(w16);
+        lc_tensor_free(w16f), lc_tensor_free(u), lc_tensor_free(want), lc_tensor_free(got);
+    }
+    lc_tensor *x = rand_tensor(4, T4(1, 3, 4, 4)), *w5 = rand_tensor(4, T4(2, 3, 5, 5));
+    ck_assert_ptr_null(lc_conv2d_up2(x, w5, NULL));
+    lc_tensor_free(x), lc_tensor_free(w5);
+}
+END_TEST
+
 START_TEST(test_conv_errors)
 {
     lc_tensor *x = lc_tensor_zeros(LC_F32, 4, T4(1, 3, 8, 8));
@@ -887,6 +915,7 @@ int main(void)
     tcase_add_test(tc, test_conv_hand);
     tcase_add_test(tc, test_conv_vs_naive);
     tcase_add_test(tc, test_conv_large_and_strided);
+    tcase_add_test(tc, test_conv_up2);
     tcase_add_test(tc, test_conv_errors);
     tcase_add_test(tc, test_group_norm_hand);
     tcase_add_test(tc, test_group_norm_moments);
