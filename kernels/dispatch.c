@@ -215,7 +215,7 @@ void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_
 {
     if (!table.ready)
         lk_init();
-    int64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw;
+    int64_t P = g->OH * g->OW * (g->N > 1 ? g->N : 1), K = g->C * g->kh * g->kw;
     if (cout <= 0 || P <= 0)
         return;
     if (table.gemm) {

@@ -38,12 +38,15 @@ void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, flo
 /* One image-group of a 2-d convolution, as torch's F.conv2d: x is [C, H,
  * W] contiguous, the output OH x OW. Its column matrix col[k, p] has a row
  * per (channel, kernel row, kernel column), k = (c*kh + ki)*kw + kj, and a
- * column per output pixel p = oy*OW + ox: x[c, oy*sh - ph + ki*dh, ox*sw -
- * pw + kj*dw], 0 outside x. */
+ * column per output pixel p = (n*OH + oy)*OW + ox: x[n, c, oy*sh - ph +
+ * ki*dh, ox*sw - pw + kj*dw], 0 outside x. */
 typedef struct {
     const float *x;
     int64_t C, H, W, OH, OW;
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    /* images side by side: col gets N * OH * OW columns, image n's read
+     * from x + n * xstride (N 0 or 1: one image) */
+    int64_t N, xstride;
 } lk_im2col;
 
 /* out[o*ldo + p] = alpha * sum_k w[o*ldw + k] col[k, p] + beta * out[o*ldo

@@ -8,7 +8,7 @@
 void lk_im2col_pack_ref(const lk_im2col *g, int64_t p0, int rows, int64_t k0, int64_t kc, int mr,
                         float *dst)
 {
-    int64_t khw = g->kh * g->kw;
+    int64_t khw = g->kh * g->kw, P1 = g->OH * g->OW;
     for (int64_t q = 0; q < kc; q++) {
         int64_t k = k0 + q;
         int64_t c = k / khw, ki = (k % khw) / g->kw, kj = k % g->kw;
@@ -17,11 +17,11 @@ void lk_im2col_pack_ref(const lk_im2col *g, int64_t p0, int rows, int64_t k0, in
         for (int r = 0; r < mr; r++) {
             float v = 0.f;
             if (r < rows) {
-                int64_t p = p0 + r, oy = p / g->OW, ox = p % g->OW;
+                int64_t p = p0 + r, n = p / P1, oy = p % P1 / g->OW, ox = p % g->OW;
                 int64_t iy = oy * g->sh - g->ph + ki * g->dh;
                 int64_t ix = ox * g->sw - g->pw + kj * g->dw;
                 if (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
-                    v = xc[iy * g->W + ix];
+                    v = xc[n * g->xstride + iy * g->W + ix];
             }
             d[r] = v;
         }

@@ -343,14 +343,16 @@ typedef struct {
 static void im2col_strip(const lk_im2col *g, int64_t p0, int rows, int64_t k0, int64_t kc,
                          int64_t ld, float *dst)
 {
-    int64_t khw = g->kh * g->kw;
+    int64_t khw = g->kh * g->kw, P1 = g->OH * g->OW;
     int unit = g->sw == 1;
     int nseg = 0, seg_r0[16], seg_r1[16];
-    int64_t seg_oy[16], seg_ox[16];
+    int64_t seg_oy[16], seg_ox[16], seg_img[16];
     for (int r = 0; r < rows;) {
-        int64_t p = p0 + r, oy = p / g->OW, ox = p % g->OW;
+        /* a run ends with its output row, so within one image */
+        int64_t p = p0 + r, oy = p % P1 / g->OW, ox = p % g->OW;
         int n = (int)(g->OW - ox < rows - r ? g->OW - ox : rows - r);
         seg_r0[nseg] = r, seg_r1[nseg] = r + n, seg_oy[nseg] = oy, seg_ox[nseg] = ox;
+        seg_img[nseg] = p / P1 * g->xstride;
         nseg++;
         r += n;
     }
@@ -376,13 +378,13 @@ static void im2col_strip(const lk_im2col *g, int64_t p0, int rows, int64_t k0, i
                 if (lo >= hi)
                     continue;
                 pl->mask[pl->nseg] = (__mmask16)(lanes((int)hi) & ~lanes((int)lo));
-                pl->off[pl->nseg] = iy * g->W + ix0;
+                pl->off[pl->nseg] = seg_img[s] + iy * g->W + ix0;
                 pl->nseg++;
             } else {
                 for (int r = seg_r0[s]; r < seg_r1[s]; r++) {
                     int64_t ix = (seg_ox[s] + r - seg_r0[s]) * g->sw - g->pw + kj * g->dw;
                     if (ix >= 0 && ix < g->W) {
-                        idx[r] = (int32_t)(iy * g->W + ix);
+                        idx[r] = (int32_t)(seg_img[s] + iy * g->W + ix);
                         gm |= (__mmask16)(1u << r);
                     }
                 }
@@ -417,7 +419,8 @@ static void pack_b_im2col(const lk_im2col *g, int64_t k0, int64_t k, int64_t j0,
 {
     /* gather offsets are 32-bit: past that (or with huge kernels) the
      * reference */
-    int small = g->H * g->W < ((int64_t)1 << 31);
+    int64_t images = g->N > 1 ? g->N : 1;
+    int small = (images - 1) * g->xstride + g->C * g->H * g->W < ((int64_t)1 << 31);
     for (int64_t q = 0; q * NR < ncols; q++) {
         float *d = dst + q * k * NR;
         int64_t p0 = j0 + q * NR, left = ncols - q * NR;

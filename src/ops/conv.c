@@ -56,6 +56,49 @@ static int check_params(const lc_tensor *x, const lc_tensor *w, const lc_tensor 
     return LC_OK;
 }
 
+/* Small images (a UNet's deepest levels: 4x4 to 16x16 at 256x256) give
+ * the GEMM few columns per image, a fraction of its 32-wide tile: the batch
+ * then goes through as one product, its columns image after image, into a
+ * scratch [Cout, N*P] that is then spread to [N, Cout, P]. Each column's
+ * sums are the same as image by image, so are the bits. */
+#define FOLD_MAX_PIXELS 1024
+
+typedef struct {
+    const float *tmp;
+    float *out;
+    int64_t N, Cout, P;
+} unfold_job;
+
+static void unfold_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const unfold_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / j->Cout, o = r % j->Cout;
+        memcpy(j->out + r * j->P, j->tmp + (o * j->N + n) * j->P, (size_t)j->P * sizeof(float));
+    }
+}
+
+static int conv_folded(const float *x, const void *w, lk_elt wt, const float *bias, float *out,
+                       int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
+                       int64_t kw, int64_t OH, int64_t OW, const lc_conv2d_params *p)
+{
+    int64_t P = OH * OW;
+    float *tmp = malloc((size_t)(Cout * N * P) * sizeof(float));
+    if (!tmp)
+        return lc_err("conv2d: out of memory for a %lldx%lld product", (long long)Cout,
+                      (long long)(N * P));
+    lk_im2col geom = {x, Cin, H, W, OH, OW, kh, kw,
+                      p->stride[0], p->stride[1], p->padding[0], p->padding[1],
+                      p->dilation[0], p->dilation[1], N, Cin * H * W};
+    lk_sconv(&geom, Cout, w, wt, Cin * kh * kw, 1.f, 0.f, tmp, N * P, bias);
+    int rc = lc_interrupted() ? lc_err("interrupted") : LC_OK;
+    unfold_job j = {tmp, out, N, Cout, P};
+    if (rc == LC_OK)
+        rc = lc_parallel_for(N * Cout, lc_grain_for(N * Cout, 16), unfold_rows, &j);
+    free(tmp);
+    return rc;
+}
+
 static int conv_run(const float *x, const void *w, lk_elt wt, const float *bias, float *out,
                     int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
                     int64_t kw, int64_t OH, int64_t OW, const lc_conv2d_params *p)
@@ -63,12 +106,14 @@ static int conv_run(const float *x, const void *w, lk_elt wt, const float *bias,
     int64_t G = p->groups, Cg = Cin / G, Og = Cout / G;
     int64_t K = Cg * kh * kw, P = OH * OW;
     size_t wsize = wt == LK_F32 ? sizeof(float) : sizeof(uint16_t);
+    if (N > 1 && G == 1 && P < FOLD_MAX_PIXELS)
+        return conv_folded(x, w, wt, bias, out, N, Cin, H, W, Cout, kh, kw, OH, OW, p);
     for (int64_t n = 0; n < N; n++) {
         float *on = out + n * Cout * P;
         for (int64_t g = 0; g < G; g++) {
             lk_im2col geom = {x + (n * Cin + g * Cg) * H * W, Cg, H, W, OH, OW, kh, kw,
                               p->stride[0], p->stride[1], p->padding[0], p->padding[1],
-                              p->dilation[0], p->dilation[1]};
+                              p->dilation[0], p->dilation[1], 1, 0};
             lk_sconv(&geom, Og, (const char *)w + (size_t)(g * Og * K) * wsize, wt, K, 1.f, 0.f,
                      on + g * Og * P, P, bias ? bias + g * Og : NULL);
             if (lc_interrupted())

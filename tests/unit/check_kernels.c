@@ -420,7 +420,7 @@ START_TEST(test_sconv)
         int64_t K = cc.C * cc.kh * cc.kw, P = OH * OW;
         mat x = mat_new(1, cc.C * cc.H * cc.W, &seed);
         lk_im2col g = {x.p, cc.C, cc.H, cc.W, OH, OW, cc.kh, cc.kw,
-                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw};
+                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw, 1, 0};
         float *col = col_by_definition(&g);
         mat w = mat_new(cc.cout, K, &seed);
         uint16_t *wh = malloc((size_t)(cc.cout * w.ld) * sizeof(uint16_t));
@@ -473,6 +473,43 @@ START_TEST(test_sconv)
 }
 END_TEST
 
+/* images side by side in one product: each image's columns have the
+ * bits of that image convolved alone (odd geometries, a stride between
+ * images larger than an image) */
+START_TEST(test_sconv_images)
+{
+    lk_arch want = all_archs[_i];
+    if (lk_set_arch(want) != want)
+        return;
+    lc_pool_init(2);
+    uint64_t seed = 5;
+    const int images = 3;
+    for (size_t ci = 0; ci < sizeof conv_cases / sizeof *conv_cases; ci++) {
+        conv_case cc = conv_cases[ci];
+        int64_t OH = out_dim(cc.H, cc.kh, cc.sh, cc.ph, cc.dh);
+        int64_t OW = out_dim(cc.W, cc.kw, cc.sw, cc.pw, cc.dw);
+        int64_t K = cc.C * cc.kh * cc.kw, P = OH * OW, xs = cc.C * cc.H * cc.W + 5;
+        mat x = mat_new(1, images * xs, &seed), w = mat_new(cc.cout, K, &seed);
+        mat bias = mat_new(1, cc.cout, &seed);
+        mat all = mat_new(cc.cout, images * P, &seed), one = mat_new(cc.cout, P, &seed);
+        lk_im2col g = {x.p, cc.C, cc.H, cc.W, OH, OW, cc.kh, cc.kw,
+                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw, images, xs};
+        lk_sconv(&g, cc.cout, w.p, LK_F32, w.ld, 1.f, 0.f, all.p, all.ld, bias.p);
+        for (int n = 0; n < images; n++) {
+            lk_im2col g1 = g;
+            g1.x = x.p + n * xs, g1.N = 1;
+            lk_sconv(&g1, cc.cout, w.p, LK_F32, w.ld, 1.f, 0.f, one.p, one.ld, bias.p);
+            for (int64_t o = 0; o < cc.cout; o++)
+                ck_assert_msg(!memcmp(all.p + o * all.ld + n * P, one.p + o * one.ld,
+                                      (size_t)P * sizeof(float)),
+                              "%s: conv case %zu image %d row %ld differs from alone",
+                              lk_sgemm_name(), ci, n, (long)o);
+        }
+        free(x.base), free(w.base), free(bias.base), free(all.base), free(one.base);
+    }
+}
+END_TEST
+
 /* each level's own im2col panels equal the portable packing, panel by
  * panel, for column ranges that start anywhere and end early */
 START_TEST(test_im2col_pack)
@@ -492,7 +529,7 @@ START_TEST(test_im2col_pack)
         int64_t K = cc.C * cc.kh * cc.kw, P = OH * OW;
         mat x = mat_new(1, cc.C * cc.H * cc.W, &seed);
         lk_im2col g = {x.p, cc.C, cc.H, cc.W, OH, OW, cc.kh, cc.kw,
-                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw};
+                       cc.sh, cc.sw, cc.ph, cc.pw, cc.dh, cc.dw, 1, 0};
         size_t floats = (size_t)(3 * K * nr);
         float *d1 = aligned_alloc(64, floats * sizeof(float));
         float *d2 = aligned_alloc(64, floats * sizeof(float));
@@ -916,6 +953,7 @@ int main(void)
     tcase_add_loop_test(tc, test_sgemm_typed, 0, na);
     tcase_add_test(tc, test_elt_get);
     tcase_add_loop_test(tc, test_sconv, 0, na);
+    tcase_add_loop_test(tc, test_sconv_images, 0, na);
     tcase_add_loop_test(tc, test_im2col_pack, 0, 2);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
