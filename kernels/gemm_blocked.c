@@ -1,11 +1,12 @@
 /* Goto/BLIS-style blocked GEMM on the lucid pool.
  *
  * Per pass over a range of C's columns: op(B) is packed once into nr-wide
- * panels shared by all threads, then C is cut into mc x nc blocks, one pool
- * task each; a task packs its rows of op(A) kc columns at a time into a
- * per-thread buffer and runs the micro-kernel over its block. Operands
+ * panels shared by all threads, then C is cut into blocks of at most mc x
+ * nc, one pool task each; a task packs its rows of op(A) kc columns at a
+ * time into a per-thread buffer and runs the micro-kernel over its block.
+ * Wide convolutions run as column tasks instead (see cols_pays). Operands
  * stored f16 or bf16 are widened as they are packed, and a convolution's
- * column matrix (lk_sconv) is gathered from its input as op(A) is packed:
+ * column matrix (lk_sconv) is gathered from its input as op(B) is packed:
  * neither is ever stored whole in f32.
  *
  * Determinism: every element of C is  for each kc block in order:
