@@ -28,6 +28,7 @@ static struct {
     int64_t n, grain, nchunks;
     int64_t next_chunk; /* atomically claimed */
     int active;         /* workers still inside the current job */
+    int started;        /* workers that reached their wait (lc_pool_init waits for all) */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
           .work_cv = PTHREAD_COND_INITIALIZER,
           .done_cv = PTHREAD_COND_INITIALIZER,
@@ -57,6 +58,8 @@ static void *worker(void *arg)
     in_task = 1;
     pthread_mutex_lock(&pool.mu);
     uint64_t seen = pool.spawn_generation;
+    if (++pool.started == pool.nthreads - 1)
+        pthread_cond_signal(&pool.done_cv);
     for (;;) {
         while (!pool.shutting_down && pool.generation == seen)
             pthread_cond_wait(&pool.work_cv, &pool.mu);
@@ -108,15 +111,24 @@ int lc_pool_init(int n)
     }
     pool.owner = getpid();
     pool.spawn_generation = pool.generation;
-    for (int i = 1; i < n; i++) {
-        if (pthread_create(&pool.threads[i], NULL, worker, (void *)(intptr_t)i) != 0) {
-            pool.nthreads = i;
-            lc_pool_shutdown();
-            return lc_err("thread pool: cannot start thread %d of %d", i + 1, n);
-        }
-        pool.nthreads = i + 1;
+    pthread_mutex_lock(&pool.mu);
+    pool.started = 0;
+    pool.nthreads = n; /* the count the workers wait for */
+    int i = 1;
+    for (; i < n; i++)
+        if (pthread_create(&pool.threads[i], NULL, worker, (void *)(intptr_t)i) != 0)
+            break;
+    pool.nthreads = i;
+    /* Return only once every worker sits in its wait: a fork() right after
+     * (Check's fork mode) must not catch one still starting up inside the
+     * allocator (its lock would stay taken in the child: seen with ASan). */
+    while (pool.started < pool.nthreads - 1)
+        pthread_cond_wait(&pool.done_cv, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    if (i < n) {
+        lc_pool_shutdown();
+        return lc_err("thread pool: cannot start thread %d of %d", i + 1, n);
     }
-    pool.nthreads = n;
     return LC_OK;
 }
 
