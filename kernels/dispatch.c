@@ -194,15 +194,15 @@ void lk_sgemm_typed(int transa, int transb, int64_t m, int64_t n, int64_t k, flo
             return;
     }
     /* no SIMD level, or no memory for the packed operand (C is untouched) */
+    float *bf = bt == LK_F32 ? NULL : widen(b, bt, transb, k, n, ldb);
+    if (bt != LK_F32 && !bf)
+        return; /* out of memory: the error is set, C untouched */
     if (bias)
         fold_bias(c, ldc, m, n, &beta, bias, 0);
-    if (bt == LK_F32) {
-        lk_sgemm_ref(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    float *bf = widen(b, bt, transb, k, n, ldb);
     if (bf)
         lk_sgemm_ref(transa, 0, m, n, k, alpha, a, lda, bf, n, beta, c, ldc);
+    else
+        lk_sgemm_ref(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     free(bf);
 }
 
@@ -230,12 +230,12 @@ void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_
         if (lk_gemm_blocked(table.gemm, &a) == 0)
             return;
     }
-    if (bias)
-        fold_bias(out, ldo, cout, P, &beta, bias, 1);
     float *wf = wt == LK_F32 ? NULL : widen(w, wt, 0, cout, K, ldw);
     int64_t chunk = P < CONV_REF_COLS ? P : CONV_REF_COLS;
     float *col = malloc((size_t)K * (size_t)chunk * sizeof(float));
     if (col && (wt == LK_F32 || wf)) {
+        if (bias)
+            fold_bias(out, ldo, cout, P, &beta, bias, 1);
         for (int64_t p0 = 0; p0 < P; p0 += chunk) {
             int64_t cols = P - p0 < chunk ? P - p0 : chunk;
             lk_im2col_pack_ref(g, p0, (int)cols, 0, K, (int)cols, col);
