@@ -1,4 +1,5 @@
-/* 2-d convolution as torch's F.conv2d: one lk_sconv per image and group.
+/* 2-d convolution as torch's F.conv2d: one lk_sconv per image and group (a
+ * batch of small images in one).
  *
  * out[n, g*Og + o, p] = sum_k W_g[o, k] * col[k, p] + bias, where k runs over
  * (input channel of the group, kernel row, kernel column) and p over output
