@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <stdint.h>
+#include <unistd.h>
 
 static lc_tensor *iota(int ndim, const int64_t *shape)
 {
@@ -350,6 +351,17 @@ START_TEST(test_pool_covers_range)
                 ck_assert_int_eq(hits[i], 1);
             ck_assert_int_eq(hits[n], 0);
         }
+    }
+    /* jobs back to back (the workers still spinning) and after a pause
+     * long enough that they block: both hand-offs run every chunk once */
+    ck_assert_int_eq(lc_pool_init(2), LC_OK);
+    for (int rep = 0; rep < 2000; rep++) {
+        int hits[64] = {0};
+        ck_assert_int_eq(lc_parallel_for(64, 1, mark, hits), LC_OK);
+        for (int i = 0; i < 64; i++)
+            ck_assert_int_eq(hits[i], 1);
+        if (rep % 500 == 499)
+            usleep(5000);
     }
     /* an interrupt request stops the work and reports it */
     lc_interrupt_request();
