@@ -907,6 +907,11 @@ static void convert_run(void *dst, lc_dtype dd, const void *src, lc_dtype sd, in
         storers[dd]((char *)dst + i * ds, loaders[sd]((const char *)src + i * ss));
 }
 
+void lc_convert_to_f32(float *dst, const void *src, lc_dtype sd, int64_t n)
+{
+    convert_run(dst, LC_F32, src, sd, n);
+}
+
 /* Iterates the logical elements of dst (contiguous or not) with src
  * broadcast to dst's shape. */
 #define COPY_PAR_MIN ((int64_t)1 << 18)

@@ -61,6 +61,9 @@ float lc_f16_to_f32(uint16_t h);
 uint16_t lc_f32_to_f16(float f);
 float lc_bf16_to_f32(uint16_t h);
 uint16_t lc_f32_to_bf16(float f);
+/* n contiguous elements of type sd at src widened to f32 at dst (F16C
+ * where the CPU has it: the same bits as lc_f16_to_f32) */
+void lc_convert_to_f32(float *dst, const void *src, lc_dtype sd, int64_t n);
 
 /* mappings (used by safetensors) */
 lc_mapping *lc_mapping_open(const char *path, size_t *size_out);

@@ -91,7 +91,9 @@ lc_tensor *lc_conv2d(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bi
 /* conv2d (3x3 weights, stride 1, padding 1) of x upsampled 2x by nearest
  * neighbour, as a decoder's upsampler does, without the upsampled tensor:
  * each of the four output phases is a 2x2 conv of x with summed weights,
- * 4/9 of the multiply-adds. x [N,C,H,W] -> [N,Cout,2H,2W]. */
+ * 4/9 of the multiply-adds, all four as one product. Small inputs (a
+ * UNet's 4x4 level), where building the phase weights would cost more,
+ * are upsampled and convolved. x [N,C,H,W] -> [N,Cout,2H,2W]. */
 lc_tensor *lc_conv2d_up2(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias);
 /* x [N,C,...], gamma/beta [C] or NULL */
 lc_tensor *lc_group_norm(const lc_tensor *x, int groups, const lc_tensor *gamma,

@@ -185,27 +185,36 @@ START_TEST(test_conv_large_and_strided)
 }
 END_TEST
 
-/* the upsampler's 3x3 conv of a nearest-2x upsampled input, by phases,
- * against the naive conv of the upsampled tensor (odd sizes, f16 weights) */
+/* the upsampler's 3x3 conv of a nearest-2x upsampled input against the
+ * naive conv of the upsampled tensor (odd sizes; f16 weights, f32 for the
+ * fourth and the last): the first four are small enough to go through
+ * upsample + conv, the rest by phases (see up2_pays) */
 START_TEST(test_conv_up2)
 {
-    const int64_t dims[][4] = {{2, 3, 5, 7}, {1, 5, 1, 4}, {1, 2, 6, 1}, {1, 17, 9, 11}};
-    for (int c = 0; c < 4; c++) {
+    const int64_t dims[][4] = {{2, 3, 5, 7},   {1, 5, 1, 4},   {1, 2, 6, 1},  {1, 3, 4, 4},
+                               {1, 17, 9, 11}, {2, 4, 12, 10}, {1, 6, 16, 5}, {2, 3, 11, 13}};
+    int ndims = (int)(sizeof dims / sizeof dims[0]);
+    for (int c = 0; c < ndims; c++) {
         const int64_t *d = dims[c];
-        int64_t cout = c + 2;
+        int64_t cout = c % 4 + 2;
+        int half = c != 3 && c != ndims - 1;
         lc_tensor *x = rand_tensor(4, d), *w = rand_tensor(4, T4(cout, d[1], 3, 3));
         lc_tensor *b = rand_tensor(1, (const int64_t[]){cout});
-        lc_tensor *w16 = lc_tensor_to(w, LC_F16), *w16f = lc_tensor_to(w16, LC_F32);
+        lc_tensor *wg = half ? lc_tensor_to(w, LC_F16) : lc_tensor_contiguous(w);
+        lc_tensor *wgf = lc_tensor_to(wg, LC_F32);
         lc_tensor *u = lc_resize(x, 2 * d[2], 2 * d[3], LC_RESIZE_NEAREST, 0);
-        ck_assert(w16 && w16f && u);
+        ck_assert(wg && wgf && u);
         lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
-        lc_tensor *want = naive_conv(u, w16f, b, &p), *got = lc_conv2d_up2(x, w16, b);
+        lc_tensor *want = naive_conv(u, wgf, c % 3 ? b : NULL, &p);
+        lc_tensor *got = lc_conv2d_up2(x, wg, c % 3 ? b : NULL);
         ck_assert_ptr_nonnull(got);
+        ck_assert_int_eq(got->shape[0], d[0]);
+        ck_assert_int_eq(got->shape[1], cout);
         ck_assert_int_eq(got->shape[2], 2 * d[2]);
         ck_assert_int_eq(got->shape[3], 2 * d[3]);
         assert_close(got, want, 1e-4 * (double)d[1], "conv2d_up2");
-        lc_tensor_free(x), lc_tensor_free(w), lc_tensor_free(b), lc_tensor_free(w16);
-        lc_tensor_free(w16f), lc_tensor_free(u), lc_tensor_free(want), lc_tensor_free(got);
+        lc_tensor_free(x), lc_tensor_free(w), lc_tensor_free(b), lc_tensor_free(wg);
+        lc_tensor_free(wgf), lc_tensor_free(u), lc_tensor_free(want), lc_tensor_free(got);
     }
     lc_tensor *x = rand_tensor(4, T4(1, 3, 4, 4)), *w5 = rand_tensor(4, T4(2, 3, 5, 5));
     ck_assert_ptr_null(lc_conv2d_up2(x, w5, NULL));
