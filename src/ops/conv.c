@@ -57,11 +57,12 @@ static int check_params(const lc_tensor *x, const lc_tensor *w, const lc_tensor 
     return LC_OK;
 }
 
-/* Small images (a UNet's deepest levels: 4x4 to 16x16 at 256x256) give
- * the GEMM few columns per image, a fraction of its 32-wide tile: the batch
- * then goes through as one product, its columns image after image, into a
- * scratch [Cout, N*P] that is then spread to [N, Cout, P]. Each column's
- * sums are the same as image by image, so are the bits. */
+/* Small images (a UNet's deep levels: 4x4 to 32x32 at 256x256) give the
+ * GEMM few columns per image, a fraction of its 32-wide tile or too few
+ * for column tasks: the batch then goes through as one product, its
+ * columns image after image, into a scratch [Cout, N*P] that is then
+ * spread to [N, Cout, P]. Each column's sums are the same as image by
+ * image, so are the bits. */
 #define FOLD_MAX_PIXELS 1024
 
 typedef struct {
@@ -107,7 +108,7 @@ static int conv_run(const float *x, const void *w, lk_elt wt, const float *bias,
     int64_t G = p->groups, Cg = Cin / G, Og = Cout / G;
     int64_t K = Cg * kh * kw, P = OH * OW;
     size_t wsize = wt == LK_F32 ? sizeof(float) : sizeof(uint16_t);
-    if (N > 1 && G == 1 && P < FOLD_MAX_PIXELS)
+    if (N > 1 && G == 1 && P <= FOLD_MAX_PIXELS)
         return conv_folded(x, w, wt, bias, out, N, Cin, H, W, Cout, kh, kw, OH, OW, p);
     for (int64_t n = 0; n < N; n++) {
         float *on = out + n * Cout * P;
