@@ -18,6 +18,7 @@ struct lc_unet {
     lc_hook_site **sites;
     int nsites;
     lc_hooks *hooks;
+    lc_kv_cache *kv; /* made at the first forward */
 };
 
 static void ulin_free(lc_ulinear *l)
@@ -41,6 +42,7 @@ void lc_unet_free(lc_unet *u)
     }
     lc_ublock_free(&u->mid);
     lc_hooks_free(u->hooks);
+    lc_kv_cache_free(u->kv);
     free(u->sites);
     free(u);
 }
@@ -281,8 +283,12 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
     }
     if (!ctx)
         goto done;
+    if (!u->kv)
+        u->kv = lc_kv_cache_new(); /* without it, k and v are computed every time */
+    if (u->kv)
+        lc_kv_cache_begin(u->kv, ctx);
     lc_ufwd f = {.temb_act = emb, .context = ctx,
-                 .hooks = lc_hooks_count(u->hooks) ? u->hooks : NULL};
+                 .hooks = lc_hooks_count(u->hooks) ? u->hooks : NULL, .kv = u->kv};
 
     lc_conv2d_params pin = {{1, 1}, {c->conv_in_kernel / 2, c->conv_in_kernel / 2}, {1, 1}, 1};
     h = lc_conv2d(xin, u->conv_in.w, u->conv_in.b, &pin);

@@ -597,10 +597,18 @@ static lc_tensor *attn_forward(const lc_ufwd *f, const lc_attn *a, lc_tensor *x,
         }
     }
     q = lc_linear(x, a->q.w, NULL);
-    k = q ? lc_linear(kvin, a->k.w, NULL) : NULL;
-    v = k ? lc_linear(kvin, a->v.w, NULL) : NULL;
-    if (!v)
+    if (!q)
         goto fail;
+    /* a cross-attention's k and v depend on the context only */
+    lc_kv_cache *kvc = ctx && !extra ? f->kv : NULL;
+    if (!kvc || !lc_kv_cache_get(kvc, a, &k, &v)) {
+        k = lc_linear(kvin, a->k.w, NULL);
+        v = k ? lc_linear(kvin, a->v.w, NULL) : NULL;
+        if (!v)
+            goto fail;
+        if (kvc)
+            lc_kv_cache_put(kvc, a, k, v);
+    }
     if (f->hooks && (a->site.mask & (1u << LC_HOOK_ATTN_PROBS)))
         o = attend_probs(f, a, q, k, v);
     else

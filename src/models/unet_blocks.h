@@ -7,6 +7,7 @@
 #define LC_UNET_BLOCKS_H
 
 #include "models/hooks.h"
+#include "models/kv_cache.h"
 #include "models/unet.h"
 #include "models/weights.h"
 
@@ -77,6 +78,7 @@ typedef struct {
     const lc_tensor *temb_act; /* SiLU(time embedding) [N, T] */
     const lc_tensor *context;  /* [N, L, D] (may be an expanded view) */
     const lc_hooks *hooks;     /* NULL when no hook is registered */
+    lc_kv_cache *kv;           /* cross-attention k/v across forwards, or NULL */
 } lc_ufwd;
 
 /* ---- build (prefix = diffusers path of the module) ---- */

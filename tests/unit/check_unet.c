@@ -9,6 +9,7 @@
 #include "models/unet.h"
 #include "models/weights.h"
 #include "ops/ops.h"
+#include "ops/prof.h"
 #include "testutil.h"
 
 #define GOLD "golden/tiny-a/"
@@ -728,6 +729,71 @@ START_TEST(thread_invariance)
 }
 END_TEST
 
+/* forward's top-level linear calls (the profile counts them) */
+static lc_tensor *counted_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *t,
+                                  const lc_tensor *ctx, int64_t *linears)
+{
+    lc_prof_enable(1);
+    lc_prof_reset();
+    lc_tensor *y = lc_unet_forward(u, x, t, ctx, NULL);
+    lc_prof_stat s;
+    lc_prof_get(LC_PROF_LINEAR, &s);
+    lc_prof_enable(0);
+    *linears = s.calls;
+    ck_assert_msg(y != NULL, "%s", lc_errmsg());
+    return y;
+}
+
+/* Cross-attention k and v are kept across forwards with the same context:
+ * the second forward runs two linears fewer per cross-attention and gives
+ * the same bits; a context changed in place, or of another shape, is
+ * noticed (the results equal a fresh model's, which has no cache). */
+START_TEST(cross_kv_cache)
+{
+    lc_unet *u = load_diffusers();
+    lc_st_file *g = golden();
+    lc_tensor *x = gget(g, "%s/sample", "unet/t801"), *t = gget(g, "%s/timestep", "unet/t801");
+    lc_tensor *orig = gget(g, "%s/encoder_hidden_states", "unet/t801");
+    lc_tensor *ctx = lc_tensor_clone(orig);
+    ck_assert_ptr_nonnull(ctx);
+    int64_t n1, n2, n3, n4;
+    lc_tensor *a = counted_forward(u, x, t, ctx, &n1);
+    lc_tensor *b = counted_forward(u, x, t, ctx, &n2);
+    ck_assert_double_eq(lt_max_abs_diff(a, b), 0);
+    ck_assert_int_gt(n1 - n2, 0);
+    ck_assert_int_eq((n1 - n2) % 2, 0);
+
+    /* in place: recomputed, and equal to a model that never saw the old one */
+    ck_assert_int_eq(lc_binary_scalar_(LC_MUL, ctx, 0.5), LC_OK);
+    lc_tensor *c = counted_forward(u, x, t, ctx, &n3);
+    ck_assert_int_eq(n3, n1);
+    lc_unet *fresh = load_diffusers();
+    lc_tensor *want = lc_unet_forward(fresh, x, t, ctx, NULL);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_double_eq(lt_max_abs_diff(c, want), 0);
+    ck_assert_double_gt(lt_max_abs_diff(c, a), 0);
+
+    /* one context row for the whole batch (an expanded view), then back */
+    lc_tensor *one = lc_tensor_narrow(ctx, 0, 0, 1);
+    ck_assert_ptr_nonnull(one);
+    lc_tensor *d = counted_forward(u, x, t, one, &n4);
+    ck_assert_int_eq(n4, n1);
+    lc_tensor *want1 = lc_unet_forward(fresh, x, t, one, NULL);
+    ck_assert_ptr_nonnull(want1);
+    ck_assert_double_eq(lt_max_abs_diff(d, want1), 0);
+    lc_tensor *e = counted_forward(u, x, t, orig, &n4);
+    ck_assert_int_eq(n4, n1);
+    ck_assert_double_eq(lt_max_abs_diff(e, a), 0);
+
+    lc_tensor_free(x), lc_tensor_free(t), lc_tensor_free(orig), lc_tensor_free(ctx);
+    lc_tensor_free(one), lc_tensor_free(a), lc_tensor_free(b), lc_tensor_free(c);
+    lc_tensor_free(d), lc_tensor_free(e), lc_tensor_free(want), lc_tensor_free(want1);
+    lc_st_close(g);
+    lc_unet_free(u);
+    lc_unet_free(fresh);
+}
+END_TEST
+
 START_TEST(sd15_full_size)
 {
     lc_unet_config c;
@@ -788,6 +854,7 @@ static Suite *suite(void)
     tcase_add_test(tc, missing_tensor);
     tcase_add_test(tc, infer_sd2_style);
     tcase_add_test(tc, thread_invariance);
+    tcase_add_test(tc, cross_kv_cache);
     tcase_add_test(tc, ldm_four_levels);
     suite_add_tcase(s, tc);
     TCase *big = tcase_create("sd15");
