@@ -20,6 +20,7 @@ struct lc_controlnet {
     lc_ublock down[LC_UNET_MAXBLOCKS], mid;
     lc_ulinear zero[MAXSKIPS], zero_mid;
     int nskips;
+    lc_kv_cache *kv; /* cross-attention k/v across forwards (models/kv_cache.h) */
 };
 
 /* ---- config ---- */
@@ -287,6 +288,7 @@ void lc_controlnet_free(lc_controlnet *cn)
     for (int i = 0; i < MAXSKIPS; i++)
         lin_free(&cn->zero[i]);
     lin_free(&cn->zero_mid);
+    lc_kv_cache_free(cn->kv);
     free(cn);
 }
 
@@ -571,7 +573,11 @@ int lc_controlnet_forward(lc_controlnet *cn, const lc_tensor *x, const lc_tensor
     }
     if (!ctx)
         goto done;
-    lc_ufwd fw = {.temb_act = emb, .context = ctx, .hooks = NULL};
+    if (!cn->kv)
+        cn->kv = lc_kv_cache_new(); /* without it, k and v are computed every time */
+    if (cn->kv)
+        lc_kv_cache_begin(cn->kv, ctx);
+    lc_ufwd fw = {.temb_act = emb, .context = ctx, .hooks = NULL, .kv = cn->kv};
     h = conv(xin, &cn->conv_in, 1);
     e = h ? cond_embed(cn, cond) : NULL;
     if (!e || lc_binary_(LC_ADD, h, e) != LC_OK)

@@ -60,6 +60,22 @@ T.case("t601 from the diffusers folder", function()
   ref_down, ref_mid = check_golden(cn, 1e-4, "folder")
 end)
 
+T.case("a repeated context reuses k/v; a context changed in place does not", function()
+  -- the cross-attention k/v cache: the same bits as a ControlNet that has
+  -- never run, whatever happened to the context in between
+  local c = ctx:clone()
+  local d1, m1 = cn:forward(x, t, c, cond, scale)
+  local d2, m2 = cn:forward(x, t, c, cond, scale)
+  T.eq(T.maxdiff(m1, m2), 0)
+  for k = 1, #d1 do T.eq(T.maxdiff(d1[k], d2[k]), 0) end
+  c:mul_(0.5)
+  local d3, m3 = cn:forward(x, t, c, cond, scale)
+  local fd, fm = lucid.controlnet(cdir):forward(x, t, c, cond, scale)
+  T.eq(T.maxdiff(m3, fm), 0)
+  for k = 1, #d3 do T.eq(T.maxdiff(d3[k], fd[k]), 0) end
+  T.truthy(T.maxdiff(m3, m1) > 0, "a halved context changes the residuals")
+end)
+
 T.case("the diffusers-named file alone takes the config.json beside it", function()
   local c2 = lucid.controlnet(cdir .. "/diffusion_pytorch_model.safetensors")
   local down, mid = c2:forward(x, t, ctx, cond, scale)
