@@ -580,9 +580,11 @@ done:
     return r;
 }
 
-/* x: normed hidden states [B,L,C]; ctx: cross-attention context or NULL */
-static lc_tensor *attn_forward(const lc_ufwd *f, const lc_attn *a, lc_tensor *x,
-                               const lc_tensor *ctx)
+/* resid += attention(x): x the normed hidden states [B,L,C], ctx the
+ * cross-attention context or NULL; the output projection adds into resid
+ * as it stores */
+static int attn_add(const lc_ufwd *f, const lc_attn *a, lc_tensor *x, const lc_tensor *ctx,
+                    lc_tensor *resid)
 {
     const lc_tensor *kvin = ctx ? ctx : x;
     lc_tensor *extra = NULL, *cat = NULL, *q = NULL, *k = NULL, *v = NULL, *o = NULL;
@@ -613,14 +615,15 @@ static lc_tensor *attn_forward(const lc_ufwd *f, const lc_attn *a, lc_tensor *x,
         o = attend_probs(f, a, q, k, v);
     else
         o = lc_attention_heads(q, k, v, a->heads, NULL, 1.0 / sqrt((double)a->dim_head));
-    if (!o || swap(&o, lc_linear(o, a->out.w, a->out.b)) != LC_OK)
+    if (!o || lc_linear_add_(resid, o, a->out.w, a->out.b) != LC_OK)
         goto fail;
     lc_tensor_free(extra);
     lc_tensor_free(cat);
     lc_tensor_free(q);
     lc_tensor_free(k);
     lc_tensor_free(v);
-    return o;
+    lc_tensor_free(o);
+    return LC_OK;
 fail:
     if (!strstr(lc_errmsg(), a->site.name))
         lc_err_prefix("%s: ", a->site.name);
@@ -630,22 +633,20 @@ fail:
     lc_tensor_free(k);
     lc_tensor_free(v);
     lc_tensor_free(o);
-    return NULL;
+    return LC_ERR;
 }
 
 /* x += sublayer(norm(x)) for the three sublayers of a BasicTransformerBlock */
 static int tblock_forward(const lc_ufwd *f, const lc_tblock *tb, lc_tensor *x)
 {
-    lc_tensor *n = NULL, *a = NULL, *h = NULL, *g = NULL, *hid = NULL, *gate = NULL;
+    lc_tensor *n = NULL, *h = NULL, *g = NULL, *hid = NULL, *gate = NULL;
     int rc = LC_ERR;
     n = lc_layer_norm(x, tb->norm1.w, tb->norm1.b, 1e-5);
-    if (!n || !(a = attn_forward(f, &tb->attn1, n, NULL)) || lc_binary_(LC_ADD, x, a) != LC_OK)
+    if (!n || attn_add(f, &tb->attn1, n, NULL, x) != LC_OK)
         goto done;
-    lc_tensor_free(a);
-    a = NULL;
     if (swap(&n, lc_layer_norm(x, tb->norm2.w, tb->norm2.b, 1e-5)) != LC_OK)
         goto done;
-    if (!(a = attn_forward(f, &tb->attn2, n, f->context)) || lc_binary_(LC_ADD, x, a) != LC_OK)
+    if (attn_add(f, &tb->attn2, n, f->context, x) != LC_OK)
         goto done;
     if (swap(&n, lc_layer_norm(x, tb->norm3.w, tb->norm3.b, 1e-5)) != LC_OK)
         goto done;
@@ -661,12 +662,9 @@ static int tblock_forward(const lc_ufwd *f, const lc_tblock *tb, lc_tensor *x)
         goto done;
     if (lc_binary_(LC_MUL, g, hid) != LC_OK)
         goto done;
-    if (swap(&g, lc_linear(g, tb->ff_out.w, tb->ff_out.b)) != LC_OK)
-        goto done;
-    rc = lc_binary_(LC_ADD, x, g);
+    rc = lc_linear_add_(x, g, tb->ff_out.w, tb->ff_out.b);
 done:
     lc_tensor_free(n);
-    lc_tensor_free(a);
     lc_tensor_free(h);
     lc_tensor_free(g);
     lc_tensor_free(hid);

@@ -274,6 +274,47 @@ done:
 
 /* ---- lc_linear ---- */
 
+/* c [rows, out] = x w^T + bias + beta c, in f32 (x any float dtype; w as
+ * stored when f32/f16/bf16 in a layout the GEMM reads, else widened) */
+static int linear_into(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias,
+                       int64_t rows, float *c, float beta)
+{
+    int64_t nout = w->shape[0], nin = w->shape[1];
+    lc_tensor *xc = lc_tensor_f32((lc_tensor *)x);
+    layout lw;
+    /* w [out, in] is op(B) transposed: row-major w means transb = 1 */
+    lc_tensor *wc = NULL;
+    lk_elt wt = LK_F32;
+    if (w->dtype == LC_F32 && ((uintptr_t)lc_tensor_data(w) % sizeof(float)) == 0 &&
+        slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
+        lc_tensor_retain((lc_tensor *)w);
+        wc = (lc_tensor *)w;
+    } else if ((w->dtype == LC_F16 || w->dtype == LC_BF16) &&
+               ((uintptr_t)lc_tensor_data(w) % sizeof(uint16_t)) == 0 &&
+               slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
+        /* half-size weights are widened while the GEMM packs them */
+        lc_tensor_retain((lc_tensor *)w);
+        wc = (lc_tensor *)w;
+        wt = w->dtype == LC_F16 ? LK_F16 : LK_BF16;
+    } else {
+        wc = lc_tensor_to(w, LC_F32);
+        lw.trans = 0;
+        lw.ld = nin;
+    }
+    /* the bias is added as the GEMM stores each tile (no pass of its own) */
+    lc_tensor *bf = bias && xc && wc ? lc_tensor_f32((lc_tensor *)bias) : NULL;
+    int rc = xc && wc && (bf || !bias) ? LC_OK : LC_ERR;
+    if (rc == LC_OK && rows > 0 && nout > 0)
+        /* lw.trans == 0: w row-major [out, in], which is B^T: transb = 1 */
+        lk_sgemm_typed(0, !lw.trans, rows, nout, nin, 1.0f, lc_tensor_data(xc), nin,
+                       lc_tensor_data(wc), wt, lw.ld, beta, c, nout,
+                       bf ? lc_tensor_data(bf) : NULL);
+    lc_tensor_free(xc);
+    lc_tensor_free(wc);
+    lc_tensor_free(bf);
+    return rc;
+}
+
 static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
 {
     if (w->ndim != 2) {
@@ -314,54 +355,17 @@ static lc_tensor *linear_impl(const lc_tensor *x, const lc_tensor *w, const lc_t
         return y;
     }
 
-    lc_tensor *xc = lc_tensor_f32((lc_tensor *)x);
-    layout lw;
-    /* w [out, in] is op(B) transposed: row-major w means transb = 1 */
-    lc_tensor *wc = NULL;
-    lk_elt wt = LK_F32;
-    if (w->dtype == LC_F32 && ((uintptr_t)lc_tensor_data(w) % sizeof(float)) == 0 &&
-        slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
-        lc_tensor_retain((lc_tensor *)w);
-        wc = (lc_tensor *)w;
-    } else if ((w->dtype == LC_F16 || w->dtype == LC_BF16) &&
-               ((uintptr_t)lc_tensor_data(w) % sizeof(uint16_t)) == 0 &&
-               slice_layout(nout, nin, w->stride[0], w->stride[1], &lw)) {
-        /* half-size weights are widened while the GEMM packs them */
-        lc_tensor_retain((lc_tensor *)w);
-        wc = (lc_tensor *)w;
-        wt = w->dtype == LC_F16 ? LK_F16 : LK_BF16;
-    } else {
-        wc = lc_tensor_to(w, LC_F32);
-        lw.trans = 0;
-        lw.ld = nin;
+    lc_tensor *y = lc_tensor_new(LC_F32, x->ndim, oshape);
+    if (!y || linear_into(x, w, bias, rows, lc_tensor_data(y), 0.f) != LC_OK) {
+        lc_tensor_free(y);
+        return NULL;
     }
-    /* the bias is added as the GEMM stores each tile (no pass of its own) */
-    lc_tensor *bf = bias && xc && wc ? lc_tensor_f32((lc_tensor *)bias) : NULL;
-    lc_tensor *y = xc && wc && (bf || !bias) ? lc_tensor_new(LC_F32, x->ndim, oshape) : NULL;
-    if (!y)
-        goto fail;
-    float *py = lc_tensor_data(y);
-    if (rows > 0 && nout > 0) {
-        /* lw.trans == 0: w row-major [out, in], which is B^T: transb = 1 */
-        lk_sgemm_typed(0, !lw.trans, rows, nout, nin, 1.0f, lc_tensor_data(xc), nin,
-                       lc_tensor_data(wc), wt, lw.ld, 0.0f, py, nout,
-                       bf ? lc_tensor_data(bf) : NULL);
-    }
-    lc_tensor_free(xc);
-    lc_tensor_free(wc);
-    lc_tensor_free(bf);
     if (rdt != LC_F32) {
         lc_tensor *o2 = lc_tensor_to(y, rdt);
         lc_tensor_free(y);
         return o2;
     }
     return y;
-fail:
-    lc_tensor_free(xc);
-    lc_tensor_free(wc);
-    lc_tensor_free(bf);
-    lc_tensor_free(y);
-    return NULL;
 }
 
 lc_tensor *lc_matmul(const lc_tensor *a, const lc_tensor *b)
@@ -382,4 +386,40 @@ lc_tensor *lc_linear(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bi
                                                         (double)w->shape[1]
                                                   : 0);
     return y;
+}
+
+/* checks for lc_linear_add_: the shapes lc_linear checks, and y the
+ * contiguous f32 [..., out] that lc_linear would return */
+static int linear_add_impl(lc_tensor *y, const lc_tensor *x, const lc_tensor *w,
+                           const lc_tensor *bias)
+{
+    if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
+        return lc_err("linear_add: input %s and weight %s do not match (weight [out, in])",
+                      LC_SHAPE_STR(x), LC_SHAPE_STR(w));
+    if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
+        return lc_err("linear_add: bias %s does not match weight %s", LC_SHAPE_STR(bias),
+                      LC_SHAPE_STR(w));
+    if (!lc_dtype_is_float(x->dtype) || x->dtype == LC_F64 || w->dtype == LC_F64)
+        return lc_err("linear_add: f32, f16 or bf16 operands only (input %s, weight %s)",
+                      lc_dtype_name(x->dtype), lc_dtype_name(w->dtype));
+    int ok = y->dtype == LC_F32 && lc_tensor_is_contiguous(y) && y->ndim == x->ndim;
+    for (int i = 0; ok && i < x->ndim; i++)
+        ok = y->shape[i] == (i == x->ndim - 1 ? w->shape[0] : x->shape[i]);
+    if (!ok)
+        return lc_err("linear_add: output %s must be contiguous f32 shaped as input %s with "
+                      "%lld features",
+                      LC_SHAPE_STR(y), LC_SHAPE_STR(x), (long long)w->shape[0]);
+    int64_t rows = 1;
+    for (int i = 0; i < x->ndim - 1; i++)
+        rows *= x->shape[i];
+    return linear_into(x, w, bias, rows, lc_tensor_data(y), 1.f);
+}
+
+int lc_linear_add_(lc_tensor *y, const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias)
+{
+    LC_PROF_BEGIN();
+    int rc = linear_add_impl(y, x, w, bias);
+    LC_PROF_END(LC_PROF_LINEAR,
+                rc == LC_OK ? 2.0 * (double)lc_tensor_numel(y) * (double)w->shape[1] : 0);
+    return rc;
 }

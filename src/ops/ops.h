@@ -64,6 +64,10 @@ int lc_reduce_all_value(lc_redop op, const lc_tensor *a, double *out);
 lc_tensor *lc_matmul(const lc_tensor *a, const lc_tensor *b);
 /* x[..., in] @ w[out, in]^T + bias[out]; bias may be NULL (torch's F.linear) */
 lc_tensor *lc_linear(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias);
+/* y += x w^T + bias in place, y the contiguous f32 [..., out] lc_linear
+ * would return: a residual add done by the GEMM as it stores its tiles,
+ * without a temporary (f32, f16 or bf16 operands) */
+int lc_linear_add_(lc_tensor *y, const lc_tensor *x, const lc_tensor *w, const lc_tensor *bias);
 
 /* ---- shape ops (src/ops/shape.c) ---- */
 

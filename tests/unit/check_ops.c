@@ -775,6 +775,49 @@ START_TEST(test_linear)
 }
 END_TEST
 
+/* y += x w^T + b in place, against y + lc_linear (the same products, the
+ * residual added in another order), for f32 and f16 weights and a size
+ * past one k block; the same bits on 1 and 2 threads; bad outputs refused */
+START_TEST(test_linear_add)
+{
+    const int64_t dims[][3] = {{2, 5, 11}, {3, 70, 300}};
+    for (int c = 0; c < 2; c++) {
+        const int64_t *d = dims[c];
+        int64_t nout = 7 + 30 * c;
+        lc_tensor *x = noise(LC_F32, 3, d, 41), *w32 = noise(LC_F32, 2, SHAPE(nout, d[2]), 42);
+        lc_tensor *bias = noise(LC_F32, 1, SHAPE(nout), 43);
+        lc_tensor *r = noise(LC_F32, 3, SHAPE(d[0], d[1], nout), 44);
+        for (int half = 0; half < 2; half++) {
+            lc_tensor *w = half ? lc_tensor_to(w32, LC_F16) : lc_tensor_clone(w32);
+            lc_tensor *want = lc_linear(x, w, c ? bias : NULL);
+            ck_assert_int_eq(lc_binary_(LC_ADD, want, r), LC_OK);
+            lc_tensor *y1 = lc_tensor_clone(r), *y2 = lc_tensor_clone(r);
+            lc_pool_init(1);
+            ck_assert_int_eq(lc_linear_add_(y1, x, w, c ? bias : NULL), LC_OK);
+            lc_pool_init(2);
+            ck_assert_int_eq(lc_linear_add_(y2, x, w, c ? bias : NULL), LC_OK);
+            ck_assert_double_le(lt_max_abs_diff(y1, want), 1e-5 * (double)d[2]);
+            ck_assert_double_eq(lt_max_abs_diff(y1, y2), 0);
+            lc_tensor_free(w), lc_tensor_free(want), lc_tensor_free(y1), lc_tensor_free(y2);
+        }
+        lc_tensor_free(x), lc_tensor_free(w32), lc_tensor_free(bias), lc_tensor_free(r);
+    }
+    lc_tensor *x = noise(LC_F32, 2, SHAPE(4, 6), 45), *w = noise(LC_F32, 2, SHAPE(3, 6), 46);
+    lc_tensor *yt = lc_tensor_zeros(LC_F32, 2, SHAPE(3, 4)), *yv = lc_tensor_transpose(yt, 0, 1);
+    ck_assert_int_eq(lc_linear_add_(yv, x, w, NULL), LC_ERR);
+    assert_err("linear_add: output [4,3] must be contiguous f32 shaped as input [4,6] with 3 "
+               "features");
+    lc_tensor *y5 = lc_tensor_zeros(LC_F32, 2, SHAPE(4, 5));
+    ck_assert_int_eq(lc_linear_add_(y5, x, w, NULL), LC_ERR);
+    lc_tensor *w7 = noise(LC_F32, 2, SHAPE(3, 7), 47);
+    ck_assert_int_eq(lc_linear_add_(yt, x, w7, NULL), LC_ERR);
+    assert_err("linear_add: input [4,6] and weight [3,7] do not match (weight [out, in])");
+    lc_tensor *objs[] = {x, w, yt, yv, y5, w7};
+    for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+        lc_tensor_free(objs[i]);
+}
+END_TEST
+
 /* ---- shape ops ---- */
 
 START_TEST(test_cat_stack_split)
@@ -901,6 +944,7 @@ int main(void)
     tcase_add_test(tc, test_matmul_batched);
     tcase_add_test(tc, test_matmul_errors);
     tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_linear_add);
     tcase_add_checked_fixture(tc, pool_setup, NULL);
     suite_add_tcase(s, tc);
     tc = tcase_create("shape");
