@@ -315,6 +315,11 @@ static lc_tensor *conv2d_up2_impl(const lc_tensor *x, const lc_tensor *w, const 
     }
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Cout = w->shape[0];
+    if (bias && (bias->ndim != 1 || bias->shape[0] != Cout)) {
+        lc_err("conv2d_up2: bias %s must be [%lld] to match weight %s", LC_SHAPE_STR(bias),
+               (long long)Cout, LC_SHAPE_STR(w));
+        return NULL;
+    }
     lc_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
     if (!up2_pays(N, H, W)) {
         lc_tensor *u = lc_resize(x, 2 * H, 2 * W, LC_RESIZE_NEAREST, 0);

@@ -218,7 +218,14 @@ START_TEST(test_conv_up2)
     }
     lc_tensor *x = rand_tensor(4, T4(1, 3, 4, 4)), *w5 = rand_tensor(4, T4(2, 3, 5, 5));
     ck_assert_ptr_null(lc_conv2d_up2(x, w5, NULL));
-    lc_tensor_free(x), lc_tensor_free(w5);
+    /* a bias of the wrong length is refused on both paths (small, phases) */
+    lc_tensor *xb = rand_tensor(4, T4(1, 3, 12, 12)), *w3 = rand_tensor(4, T4(4, 3, 3, 3));
+    lc_tensor *b3 = rand_tensor(1, (const int64_t[]){3});
+    ck_assert_ptr_null(lc_conv2d_up2(x, w3, b3));
+    ck_assert_ptr_null(lc_conv2d_up2(xb, w3, b3));
+    ck_assert_ptr_nonnull(strstr(lc_errmsg(), "bias [3] must be [4]"));
+    lc_tensor_free(x), lc_tensor_free(w5), lc_tensor_free(xb), lc_tensor_free(w3);
+    lc_tensor_free(b3);
 }
 END_TEST
 
