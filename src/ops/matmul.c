@@ -388,8 +388,9 @@ lc_tensor *lc_linear(const lc_tensor *x, const lc_tensor *w, const lc_tensor *bi
     return y;
 }
 
-/* checks for lc_linear_add_: the shapes lc_linear checks, and y the
- * contiguous f32 [..., out] that lc_linear would return */
+/* lc_linear_add_ once its operands are checked: the shapes lc_linear
+ * checks, y the contiguous f32 [..., out] lc_linear would return, and y
+ * apart from x (the GEMM reads x while it stores y) */
 static int linear_add_impl(lc_tensor *y, const lc_tensor *x, const lc_tensor *w,
                            const lc_tensor *bias)
 {
@@ -409,6 +410,9 @@ static int linear_add_impl(lc_tensor *y, const lc_tensor *x, const lc_tensor *w,
         return lc_err("linear_add: output %s must be contiguous f32 shaped as input %s with "
                       "%lld features",
                       LC_SHAPE_STR(y), LC_SHAPE_STR(x), (long long)w->shape[0]);
+    if (y->storage == x->storage)
+        return lc_err("linear_add: output %s shares its storage with input %s",
+                      LC_SHAPE_STR(y), LC_SHAPE_STR(x));
     int64_t rows = 1;
     for (int i = 0; i < x->ndim - 1; i++)
         rows *= x->shape[i];

@@ -812,7 +812,11 @@ START_TEST(test_linear_add)
     lc_tensor *w7 = noise(LC_F32, 2, SHAPE(3, 7), 47);
     ck_assert_int_eq(lc_linear_add_(yt, x, w7, NULL), LC_ERR);
     assert_err("linear_add: input [4,6] and weight [3,7] do not match (weight [out, in])");
-    lc_tensor *objs[] = {x, w, yt, yv, y5, w7};
+    /* x += x w^T would read x while writing it */
+    lc_tensor *sq = noise(LC_F32, 2, SHAPE(4, 6), 48), *w6 = noise(LC_F32, 2, SHAPE(6, 6), 49);
+    ck_assert_int_eq(lc_linear_add_(sq, sq, w6, NULL), LC_ERR);
+    assert_err("linear_add: output [4,6] shares its storage with input [4,6]");
+    lc_tensor *objs[] = {x, w, yt, yv, y5, w7, sq, w6};
     for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
         lc_tensor_free(objs[i]);
 }
