@@ -75,9 +75,15 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* More threads than CPUs: a spinning thread would hold the CPU another
+ * one needs, so nobody spins (set by lc_pool_init) */
+static int spin_off;
+
 /* Spins until ready(arg) (returns 1) or SPIN_NS pass (returns 0). */
 static inline int spin_until(int (*ready)(const void *), const void *arg)
 {
+    if (spin_off)
+        return ready(arg);
     uint64_t t0 = 0;
     for (int i = 1;; i++) {
         if (ready(arg))
@@ -174,6 +180,8 @@ int lc_pool_init(int n)
         pool.nthreads = 1;
     }
     pool.owner = getpid();
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    spin_off = cpus > 0 && n > cpus;
     pool.spawn_generation = pool.generation;
     pthread_mutex_lock(&pool.mu);
     pool.started = 0;
