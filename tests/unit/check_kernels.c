@@ -153,6 +153,8 @@ START_TEST(test_sgemm_large)
     check_one(0, 1, (shape){77, 769, 130}, 0.25f, 1.f, 0, 2);
     check_one(1, 0, (shape){200, 45, 600}, -1.f, 0.5f, 0, 3);
     check_one(1, 1, (shape){350, 70, 90}, 1.f, 0.f, 0, 4);
+    /* a B too deep to pack whole: k in two passes (beta applied once) */
+    check_one(0, 0, (shape){200, 200, 10600}, -1.f, 0.5f, 0, 5);
 }
 END_TEST
 
@@ -238,10 +240,12 @@ START_TEST(test_sgemm_thread_invariant)
     lk_arch want = all_archs[_i];
     if (lk_set_arch(want) != want)
         return;
-    const shape sh[] = {{300, 200, 520}, {77, 768, 300}, {129, 7, 300}, {4, 1000, 600}};
+    /* the last: k in two passes */
+    const shape sh[] = {{300, 200, 520}, {77, 768, 300}, {129, 7, 300}, {4, 1000, 600},
+                        {200, 200, 10600}};
     uint64_t seed = 5;
-    for (size_t si = 0; si < 4; si++)
-        for (int t = 0; t < 4; t++) {
+    for (size_t si = 0; si < 5; si++)
+        for (int t = 0; t < (si < 4 ? 4 : 1); t++) {
             shape s = sh[si];
             int ta = t & 1, tb = t >> 1;
             mat a = ta ? mat_new(s.k, s.m, &seed) : mat_new(s.m, s.k, &seed);
@@ -375,6 +379,7 @@ static const conv_case conv_cases[] = {
     {1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1},
     {3, 40, 41, 3, 3, 1, 1, 1, 1, 1, 1, 20},    /* wide enough for column tasks */
     {33, 32, 40, 3, 3, 1, 1, 1, 1, 1, 1, 45},   /* column tasks over two k blocks */
+    {256, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 16},  /* k (2304) in two passes */
 };
 
 static int64_t out_dim(int64_t in, int64_t k, int64_t st, int64_t pad, int64_t dil)
