@@ -151,6 +151,43 @@ struct lc_mapping {
     size_t size;
 };
 
+/* The file mapped at a 2 MB boundary with MADV_HUGEPAGE: where the page
+ * cache holds the file in 2 MB folios (Linux reads it so through such a
+ * mapping; a file just written sits in small ones until evicted), its
+ * pages are mapped whole, and the GEMM's weight packing, which reads 14
+ * rows of a matrix at once, each on a page of its own, stops missing the
+ * TLB. SD 1.5 weights at 256x256: the median UNet step 1.39-1.45 s on 4 KB
+ * pages, 1.25-1.27 on huge pages, and the first step 0.5 s shorter (3
+ * alternating runs of 9 steps). Returns NULL (errno set) on failure. */
+static void *map_file(int fd, size_t size)
+{
+    size_t huge = (size_t)2 << 20;
+    char *r = mmap(NULL, size + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)r + huge - 1) & ~(uintptr_t)(huge - 1));
+    /* private and writable: an in-place op on a weight copies the page
+     * instead of faulting, and never writes the file */
+    void *p = mmap(a, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        munmap(r, size + huge);
+        errno = e;
+        return NULL;
+    }
+    /* the reservation around it */
+    if (a > r)
+        munmap(r, (size_t)(a - r));
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t mapped = (size + page - 1) & ~(page - 1);
+    if (r + size + huge > a + mapped)
+        munmap(a + mapped, (size_t)(r + size + huge - (a + mapped)));
+#ifdef MADV_HUGEPAGE
+    madvise(a, size, MADV_HUGEPAGE);
+#endif
+    return a;
+}
+
 lc_mapping *lc_mapping_open(const char *path, size_t *size_out)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -170,12 +207,10 @@ lc_mapping *lc_mapping_open(const char *path, size_t *size_out)
         return NULL;
     }
     m->refcount = 1;
-    /* private writable mapping: an in-place op on a weight copies the page
-     * instead of faulting, and never writes the file */
     m->size = (size_t)st.st_size;
     if (m->size > 0) {
-        m->data = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-        if (m->data == MAP_FAILED) {
+        m->data = map_file(fd, m->size);
+        if (!m->data) {
             close(fd);
             free(m);
             lc_err("%s: cannot map: %s", path, strerror(errno));

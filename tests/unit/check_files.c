@@ -88,6 +88,9 @@ START_TEST(test_st_roundtrip)
         /* the writer aligns every tensor, so all are mapped in place */
         ck_assert_int_eq(t->storage->kind, LC_STORAGE_MMAP);
         ck_assert_uint_eq((uintptr_t)lc_tensor_data(t) % lc_dtype_size(t->dtype), 0);
+        /* the file starts on a huge page: large weights can be mapped on
+         * 2 MB pages */
+        ck_assert_uint_eq((uintptr_t)lc_mapping_data(t->storage->mapping) % (2u << 20), 0);
         lc_dtype dt;
         int nd;
         int64_t sh[LC_MAXDIM];
