@@ -573,11 +573,8 @@ int lc_controlnet_forward(lc_controlnet *cn, const lc_tensor *x, const lc_tensor
     }
     if (!ctx)
         goto done;
-    if (!cn->kv)
-        cn->kv = lc_kv_cache_new(); /* without it, k and v are computed every time */
-    if (cn->kv)
-        lc_kv_cache_begin(cn->kv, ctx);
-    lc_ufwd fw = {.temb_act = emb, .context = ctx, .hooks = NULL, .kv = cn->kv};
+    lc_ufwd fw = {.temb_act = emb, .context = ctx, .hooks = NULL,
+                  .kv = lc_kv_cache_begin(&cn->kv, ctx)};
     h = conv(xin, &cn->conv_in, 1);
     e = h ? cond_embed(cn, cond) : NULL;
     if (!e || lc_binary_(LC_ADD, h, e) != LC_OK)

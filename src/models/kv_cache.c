@@ -18,10 +18,6 @@ struct lc_kv_cache {
     int enabled;
 };
 
-lc_kv_cache *lc_kv_cache_new(void)
-{
-    return lc_calloc(1, sizeof(lc_kv_cache), "k/v cache");
-}
 
 static void drop_entries(lc_kv_cache *c)
 {
@@ -58,17 +54,23 @@ static int same_values(const lc_tensor *saved, const lc_tensor *t)
     return same;
 }
 
-void lc_kv_cache_begin(lc_kv_cache *c, const lc_tensor *context)
+lc_kv_cache *lc_kv_cache_begin(lc_kv_cache **cp, const lc_tensor *context)
 {
+    if (!*cp)
+        *cp = lc_calloc(1, sizeof(lc_kv_cache), "k/v cache");
+    lc_kv_cache *c = *cp;
+    if (!c)
+        return NULL;
     if (same_values(c->context, context)) {
         c->enabled = 1;
-        return;
+        return c;
     }
     drop_entries(c);
     lc_tensor_free(c->context);
     /* a copy: the caller may change its tensor in place before the next step */
     c->context = lc_tensor_to(context, LC_F32);
     c->enabled = c->context != NULL;
+    return c;
 }
 
 int lc_kv_cache_get(lc_kv_cache *c, const void *key, lc_tensor **k, lc_tensor **v)

@@ -14,14 +14,15 @@
 
 typedef struct lc_kv_cache lc_kv_cache;
 
-lc_kv_cache *lc_kv_cache_new(void); /* NULL with the error set */
 void lc_kv_cache_free(lc_kv_cache *c);
 
 /* Starts a forward with this context [N, L, D] (any dtype, strided or
- * expanded): keeps the entries if it holds the values of the last one,
- * else drops them and remembers it. On failure (out of memory) the cache
- * is empty and disabled for this forward; the forward can go on. */
-void lc_kv_cache_begin(lc_kv_cache *c, const lc_tensor *context);
+ * expanded), making *c at the first one: keeps the entries if the context
+ * holds the values of the last one, else drops them and remembers it.
+ * Returns *c, or NULL if it could not be made (k and v are then computed
+ * every time). On failure to copy the context (out of memory) the cache is
+ * empty and disabled for this forward; the forward can go on. */
+lc_kv_cache *lc_kv_cache_begin(lc_kv_cache **c, const lc_tensor *context);
 
 /* The k and v stored for key (an attention module) as new references, or
  * 0 when there are none. */

@@ -283,12 +283,9 @@ lc_tensor *lc_unet_forward(lc_unet *u, const lc_tensor *x, const lc_tensor *time
     }
     if (!ctx)
         goto done;
-    if (!u->kv)
-        u->kv = lc_kv_cache_new(); /* without it, k and v are computed every time */
-    if (u->kv)
-        lc_kv_cache_begin(u->kv, ctx);
     lc_ufwd f = {.temb_act = emb, .context = ctx,
-                 .hooks = lc_hooks_count(u->hooks) ? u->hooks : NULL, .kv = u->kv};
+                 .hooks = lc_hooks_count(u->hooks) ? u->hooks : NULL,
+                 .kv = lc_kv_cache_begin(&u->kv, ctx)};
 
     lc_conv2d_params pin = {{1, 1}, {c->conv_in_kernel / 2, c->conv_in_kernel / 2}, {1, 1}, 1};
     h = lc_conv2d(xin, u->conv_in.w, u->conv_in.b, &pin);
