@@ -37,6 +37,7 @@
 static struct {
     int ready;
     lk_arch arch;
+    int direct_conv; /* LUCID_WINOGRAD=0: 3x3 convolutions the direct way */
     const lk_gemm_ukr *gemm; /* micro-kernel for the blocked sgemm */
     float (*softmax_exp)(float *s, int64_t n);
     void (*softmax_exp_cols)(float *s, int64_t rows, int64_t cols, int64_t ld, const float *max,
@@ -90,6 +91,8 @@ lk_arch lk_set_arch(lk_arch want)
     if (want > best)
         want = best;
     table.arch = want;
+    const char *wino = getenv("LUCID_WINOGRAD");
+    table.direct_conv = wino && !strcmp(wino, "0");
     table.gemm = NULL;
     table.softmax_exp = lk_softmax_exp_ref;
     table.softmax_exp_cols = lk_softmax_exp_cols_ref;
@@ -248,6 +251,19 @@ void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_
     }
     free(col);
     free(wf);
+}
+
+int lk_conv3x3(const float *x, int64_t N, int64_t C, int64_t H, int64_t W, const void *w,
+               lk_elt wt, int64_t cout, const float *bias, float *out)
+{
+    if (!table.ready)
+        lk_init();
+#if defined(LUCID_X86)
+    if (table.arch == LK_ARCH_AVX512 && !table.direct_conv &&
+        lk_wino3x3_pays_avx512(N, C, H, W, cout))
+        return lk_wino3x3_avx512(x, N, C, H, W, w, wt, cout, bias, out);
+#endif
+    return -1;
 }
 
 float lk_softmax_exp(float *s, int64_t n)

@@ -59,6 +59,16 @@ typedef struct {
 void lk_sconv(const lk_im2col *g, int64_t cout, const void *w, lk_elt wt, int64_t ldw,
               float alpha, float beta, float *out, int64_t ldo, const float *bias);
 
+/* out [N, cout, H, W] = the 3x3 convolution (stride 1, padding 1, one
+ * group) of x [N, C, H, W] by w [cout, C, 3, 3] stored as wt, + bias[o]
+ * (or NULL), by Winograd's F(2x2, 3x3) where the level has it and the
+ * shape pays (fewer multiplications, results within ~1e-6 relative of
+ * the direct sum; decided from the shape only, so the same bits for any
+ * thread count). Returns -1, out untouched or to be overwritten, when it
+ * does not apply or ran out of memory: the caller convolves directly. */
+int lk_conv3x3(const float *x, int64_t N, int64_t C, int64_t H, int64_t W, const void *w,
+               lk_elt wt, int64_t cout, const float *bias, float *out);
+
 /* One row of attention scores through an unnormalised softmax, in place:
  * s[j] = exp(s[j] - max(s)), returning the sum of the new s[j] (the
  * caller divides, e.g. the P V product's rows rather than P). exp is within

@@ -23,4 +23,9 @@ void lk_sgemm_thin_avx2(int transa, int64_t m, int64_t n, int64_t k, const float
                         const float *b, int64_t ldb, const float *scale, float *c, int64_t ldc,
                         float *cmax);
 
+/* kernels.h's lk_conv3x3 on AVX-512, and whether it pays for a shape */
+int lk_wino3x3_avx512(const float *x, int64_t N, int64_t C, int64_t H, int64_t W, const void *w,
+                      lk_elt wt, int64_t cout, const float *bias, float *out);
+int lk_wino3x3_pays_avx512(int64_t N, int64_t C, int64_t H, int64_t W, int64_t cout);
+
 #endif

@@ -515,6 +515,92 @@ START_TEST(test_sconv_images)
 }
 END_TEST
 
+/* out[n, o, y, x] of a 3x3 convolution, stride 1, padding 1, in double */
+static double conv3x3_at(const float *x, const float *w, const float *bias, int64_t C,
+                         int64_t H, int64_t W, int64_t n, int64_t o, int64_t y, int64_t xx)
+{
+    double s = bias ? bias[o] : 0;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i = 0; i < 3; i++)
+            for (int64_t j = 0; j < 3; j++) {
+                int64_t iy = y - 1 + i, ix = xx - 1 + j;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                    s += (double)x[((n * C + c) * H + iy) * W + ix] * w[((o * C + c) * 3 + i) * 3 + j];
+            }
+    return s;
+}
+
+/* Winograd F(2x2, 3x3) against the convolution in double: odd sizes (a
+ * last tile row or column half outside), tile rows longer than a vector,
+ * several chunks of tile rows; f32, f16 and bf16 weights, with and without
+ * a bias; the same bits on 1 and 2 threads; nothing written past the
+ * output. Shapes it does not take, and levels without it, return -1. */
+START_TEST(test_conv3x3_wino)
+{
+    if (lk_set_arch(LK_ARCH_AVX512) != LK_ARCH_AVX512)
+        return;
+    static const int64_t cases[][6] = {
+        /* N, C, H, W, cout, check every step-th output */
+        {2, 24, 37, 35, 20, 1}, {1, 16, 16, 16, 16, 1}, {3, 33, 15, 47, 17, 1},
+        {1, 16, 127, 125, 300, 13}, /* M's budget: 5 chunks of tile rows */
+    };
+    uint64_t seed = 17;
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int64_t N = cases[ci][0], C = cases[ci][1], H = cases[ci][2], W = cases[ci][3];
+        int64_t cout = cases[ci][4], step = cases[ci][5];
+        int64_t xn = N * C * H * W, wn = cout * C * 9, on = N * cout * H * W;
+        mat x = mat_new(1, xn, &seed), w = mat_new(1, wn, &seed), bias = mat_new(1, cout, &seed);
+        uint16_t *wh = malloc((size_t)wn * sizeof(uint16_t));
+        float *wf = malloc((size_t)wn * sizeof(float));
+        float *o1 = malloc((size_t)(on + 16) * sizeof(float));
+        float *o2 = malloc((size_t)(on + 16) * sizeof(float));
+        ck_assert(wh && wf && o1 && o2);
+        for (int v = 0; v < 4; v++) {
+            lk_elt wt = v == 0 ? LK_F32 : v == 1 ? LK_F16 : LK_BF16;
+            const float *bp = v == 3 ? NULL : bias.p;
+            const void *wp = w.p;
+            if (wt != LK_F32) {
+                for (int64_t i = 0; i < wn; i++)
+                    wh[i] = rnd_half(&seed, wt);
+                for (int64_t i = 0; i < wn; i++)
+                    wf[i] = lk_elt_get(wh, wt, i);
+                wp = wh;
+            } else {
+                memcpy(wf, w.p, (size_t)wn * sizeof(float));
+            }
+            for (int64_t i = 0; i < on + 16; i++)
+                o1[i] = o2[i] = NAN;
+            lc_pool_init(2);
+            ck_assert_int_eq(lk_conv3x3(x.p, N, C, H, W, wp, wt, cout, bp, o1), 0);
+            lc_pool_init(1);
+            ck_assert_int_eq(lk_conv3x3(x.p, N, C, H, W, wp, wt, cout, bp, o2), 0);
+            ck_assert_msg(!memcmp(o1, o2, (size_t)(on + 16) * sizeof(float)),
+                          "case %zu: 1 and 2 threads differ", ci);
+            for (int64_t i = on; i < on + 16; i++)
+                ck_assert_msg(isnan(o1[i]), "case %zu wrote past the output", ci);
+            double worst = 0, big = 0;
+            for (int64_t i = 0; i < on; i += step) {
+                int64_t xx = i % W, y = i / W % H, o = i / (W * H) % cout, n = i / (W * H * cout);
+                double r = conv3x3_at(x.p, wf, bp, C, H, W, n, o, y, xx);
+                double e = fabs(r - o1[i]);
+                worst = !(e <= worst) ? e : worst; /* a NaN (not written) sticks */
+                big = fabs(r) > big ? fabs(r) : big;
+            }
+            ck_assert_msg(worst <= 2e-6 * (1 + big), "case %zu (%d): %g off (outputs up to %g)",
+                          ci, v, worst, big);
+        }
+        free(wh), free(wf), free(o1), free(o2), free(x.base), free(w.base), free(bias.base);
+    }
+    /* too few tiles (the direct GEMM is faster) or channels: not taken */
+    float x[2 * 16 * 8 * 8] = {0}, w[16 * 16 * 9] = {0}, out[2 * 16 * 8 * 8];
+    ck_assert_int_eq(lk_conv3x3(x, 2, 16, 8, 8, w, LK_F32, 16, NULL, out), -1);
+    ck_assert_int_eq(lk_conv3x3(x, 1, 4, 16, 16, w, LK_F32, 16, NULL, out), -1);
+    ck_assert_int_eq(lk_set_arch(LK_ARCH_REF), LK_ARCH_REF);
+    ck_assert_int_eq(lk_conv3x3(x, 1, 16, 16, 16, w, LK_F32, 16, NULL, out), -1);
+    lk_set_arch(LK_ARCH_AVX512);
+}
+END_TEST
+
 /* each level's own im2col panels equal the portable packing, panel by
  * panel, for column ranges that start anywhere and end early */
 START_TEST(test_im2col_pack)
@@ -960,6 +1046,7 @@ int main(void)
     tcase_add_loop_test(tc, test_sconv, 0, na);
     tcase_add_loop_test(tc, test_sconv_images, 0, na);
     tcase_add_loop_test(tc, test_im2col_pack, 0, 2);
+    tcase_add_test(tc, test_conv3x3_wino);
     tcase_add_test(tc, test_arch_select);
     suite_add_tcase(s, tc);
     TCase *ts = tcase_create("softmax");
