@@ -69,9 +69,7 @@ typedef struct {
     int ct; /* computing C^T: element (i, j) of this job lives at c[j*ldc + i] */
 } gemm_job;
 
-/* A thread's grow-only scratch of at least need floats, 64-byte aligned
- * (fresh pages cost a fault each: never shrunk). NULL if out of memory. */
-static float *grow_scratch(float **buf, size_t *cap, size_t need)
+float *lk_grow_scratch(float **buf, size_t *cap, size_t need)
 {
     if (*cap < need) {
         free(*buf);
@@ -321,7 +319,7 @@ static int gemm_cols(gemm_job *j)
     cj.bfloats = cdiv(cj.panels, cj.ntasks) * u->nr * u->kc;
     size_t afloats = (size_t)(cj.strips * u->mr * j->k + 15) / 16 * 16; /* B blocks aligned */
     size_t need = afloats + (size_t)(threads * cj.bfloats);
-    if (!grow_scratch(&cols_buf, &cols_cap, need))
+    if (!lk_grow_scratch(&cols_buf, &cols_cap, need))
         return -1;
     cj.apk = cols_buf;
     cj.bbuf = cols_buf + afloats;
@@ -371,7 +369,7 @@ int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g)
         panels_per_pass = 1;
     int64_t pass_w = panels_per_pass * u->nr;
     size_t need = (size_t)min64(cdiv(n, u->nr), panels_per_pass) * (size_t)(kp * u->nr);
-    if (!grow_scratch(&bpack, &bpack_cap, need))
+    if (!lk_grow_scratch(&bpack, &bpack_cap, need))
         return -1;
     j.bp = bpack;
     for (j.j0 = 0; j.j0 < n; j.j0 += pass_w) {

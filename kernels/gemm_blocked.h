@@ -66,4 +66,8 @@ typedef struct {
  * could not be allocated (C untouched; the caller falls back). */
 int lk_gemm_blocked(const lk_gemm_ukr *u, const lk_gemm_args *g);
 
+/* A thread's grow-only scratch of at least need floats, 64-byte aligned
+ * (fresh pages cost a fault each: never shrunk). NULL if out of memory. */
+float *lk_grow_scratch(float **buf, size_t *cap, size_t need);
+
 #endif

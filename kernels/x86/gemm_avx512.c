@@ -13,6 +13,7 @@
 
 #include "../gemm_blocked.h"
 #include "../ref/ref.h"
+#include "avx512.h"
 #include "x86.h"
 
 #define MR 14
@@ -20,11 +21,6 @@
 #define KC 256
 #define MC 168 /* 12 tiles: a 168 x 256 A block is 168 KB, half the 1 MB L2 */
 #define NC 1024
-
-static inline __mmask16 lanes(int n)
-{
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 
 /* In-register transpose of a 16x16 block: r[i] row i in, column i out.
  * Every loop is unrolled so the arrays stay in registers (rolled, GCC keeps
@@ -198,19 +194,6 @@ static void kernel_14x32_ct(int64_t kc, const float *ap, const float *bp, float 
         tile(2, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
     else
         tile(1, 1, kc, ap, bp, c, ldc, alpha, beta, mr_eff, nr_eff, bias, brows);
-}
-
-/* 16 elements at src (stored as t), lanes outside m zero, as f32; always
- * inlined with a constant t */
-static inline __attribute__((always_inline)) __m512 load16(const void *src, int64_t off, lk_elt t,
-                                                             __mmask16 m)
-{
-    if (t == LK_F16)
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off));
-    if (t == LK_BF16)
-        return _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off)), 16));
-    return _mm512_maskz_loadu_ps(m, (const float *)src + off);
 }
 
 static inline __attribute__((always_inline)) void prefetch(const void *src, int64_t off, lk_elt t)

@@ -10,12 +10,8 @@
 #include <stdint.h>
 
 #include "../kernels.h"
+#include "avx512.h"
 #include "x86.h"
-
-static inline __mmask16 lanes(int64_t n)
-{
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 
 /* exp(x - m) */
 static inline __attribute__((always_inline)) __m512 exp16(__m512 x, __m512 m)

@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "core/pool.h"
 #include "../gemm_blocked.h"
+#include "avx512.h"
 #include "x86.h"
 
 #define U_FLOATS (20 << 20) /* 80 MB: up to 1920 -> 640 channels */
@@ -51,23 +52,8 @@ typedef struct {
     int64_t rowf;
 } wino_job;
 
-static inline __mmask16 lanes(int64_t n)
-{
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_cap;
-
-static float *grow(float **buf, size_t *cap, size_t need)
-{
-    if (*cap < need) {
-        free(*buf);
-        *buf = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
-        *cap = *buf ? need : 0;
-    }
-    return *buf;
-}
 
 /* ---- U = G g G^T, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], stored
  * u[t][o][c] ---- */
@@ -82,11 +68,9 @@ static const float *weight_row(const wino_job *j, int64_t o)
     float *r = j->rows + lc_pool_thread_index() * j->rowf;
     const uint16_t *s = (const uint16_t *)j->w + o * n;
     for (int64_t i = 0; i < n; i += 16) {
-        __m256i h = _mm256_maskz_loadu_epi16(lanes(n - i), s + i);
-        __m512 f = j->wt == LK_F16
-                       ? _mm512_cvtph_ps(h)
-                       : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-        _mm512_mask_storeu_ps(r + i, lanes(n - i), f);
+        __mmask16 m = lanes(n - i);
+        __m512 f = j->wt == LK_F16 ? load16(s, i, LK_F16, m) : load16(s, i, LK_BF16, m);
+        _mm512_mask_storeu_ps(r + i, m, f);
     }
     return r;
 }
@@ -236,12 +220,6 @@ static void output_task(void *ctx, int64_t q0, int64_t q1)
     }
 }
 
-static int64_t grain(int64_t n)
-{
-    int64_t g = n / 64;
-    return g < 1 ? 1 : g;
-}
-
 /* the 16 products M_t = U_t V_t of the current chunk; -1 if
  * the GEMM could not allocate its buffers */
 static int products(const wino_job *j)
@@ -278,21 +256,22 @@ int lk_wino3x3_avx512(const float *x, int64_t N, int64_t C, int64_t H, int64_t W
     size_t mf = (size_t)(16 * cout * nr * j.tw);
     int64_t threads = lc_pool_threads() > 0 ? lc_pool_threads() : 1;
     j.rowf = wt == LK_F32 ? 0 : (C * 9 + 15) / 16 * 16;
-    float *buf = grow(&scratch, &scratch_cap, uf + vf + mf + (size_t)(threads * j.rowf));
+    size_t need = uf + vf + mf + (size_t)(threads * j.rowf);
+    float *buf = lk_grow_scratch(&scratch, &scratch_cap, need);
     if (!buf)
         return -1;
     j.u = buf, j.v = buf + uf, j.m = buf + uf + vf, j.rows = buf + uf + vf + mf;
     /* interrupted: the error is set, out is partial */
-    if (lc_parallel_for(cout, grain(cout), weights_task, &j) != 0)
+    if (lc_parallel_for(cout, lc_grain_for(cout, 1), weights_task, &j) != 0)
         return 0;
     for (j.r0 = 0; j.r0 < rows; j.r0 += nr) {
         j.nr = rows - j.r0 < nr ? rows - j.r0 : nr;
-        if (lc_parallel_for(C * j.nr, grain(C * j.nr), input_task, &j) != 0)
+        if (lc_parallel_for(C * j.nr, lc_grain_for(C * j.nr, 1), input_task, &j) != 0)
             return 0;
         if (products(&j) != 0)
             return -1;
         if (lc_interrupted() ||
-            lc_parallel_for(cout * j.nr, grain(cout * j.nr), output_task, &j) != 0)
+            lc_parallel_for(cout * j.nr, lc_grain_for(cout * j.nr, 1), output_task, &j) != 0)
             return 0;
     }
     return 0;
